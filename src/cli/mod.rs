@@ -1,0 +1,36 @@
+//! Command-line interface: clap definitions and dispatch, one file per verb family.
+
+pub mod debug;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DEFAULT_ROOT;
+
+#[derive(Debug, Parser)]
+#[command(name = "dockmaster", version, about = "Declarative GitOps agent for single Linux hosts")]
+pub struct Cli {
+    /// State directory (content store, snapshots, containers).
+    #[arg(long, global = true, env = "DOCKMASTER_ROOT", default_value = DEFAULT_ROOT)]
+    pub root: PathBuf,
+    /// Agent configuration file (default /etc/dockmaster/config.yaml when it exists).
+    #[arg(long, global = true, env = "DOCKMASTER_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Tools for checking dockmaster's building blocks one at a time.
+    #[command(subcommand)]
+    Debug(debug::DebugCommand),
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Debug(cmd) => debug::run(cmd),
+    }
+}

@@ -1,0 +1,1 @@
+//! Image manifests, indexes and configs: media types, validation, platform selection.

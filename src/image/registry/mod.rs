@@ -1,0 +1,1 @@
+//! OCI distribution client: auth, credentials, TLS, mirrors, retries, resumable blob downloads.

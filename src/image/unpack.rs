@@ -1,0 +1,1 @@
+//! Safe layer application: decompression, whiteouts, and a tar writer that never escapes its directory.

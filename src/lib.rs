@@ -1,0 +1,10 @@
+//! dockmaster: a declarative GitOps agent for single Linux hosts.
+//!
+//! The binary (`src/main.rs`) decides what the process is before any async runtime starts;
+//! everything else lives in modules named after the concepts they own.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod image;

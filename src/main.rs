@@ -1,0 +1,21 @@
+//! Decides what this process is (CLI command, agent, or shim) before any runtime is built.
+
+use clap::Parser;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DOCKMASTER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = dockmaster::cli::Cli::parse();
+    match dockmaster::cli::run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("dockmaster: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
