@@ -1,5 +1,7 @@
 //! `dockmaster debug ...`: building blocks exposed for conformance checks.
 
+use std::path::Path;
+
 use clap::Subcommand;
 
 use crate::image::Reference;
@@ -10,7 +12,9 @@ pub enum DebugCommand {
     ParseRef { reference: String },
 }
 
-pub fn run(cmd: DebugCommand) -> anyhow::Result<i32> {
+/// `root` is the global `--root`; `apply-layer` uses it as the directory to apply onto.
+pub fn run(cmd: DebugCommand, root: &Path) -> anyhow::Result<i32> {
+    let _ = root;
     match cmd {
         DebugCommand::ParseRef { reference } => {
             let strict = Reference::parse_strict(&reference)

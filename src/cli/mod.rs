@@ -31,6 +31,6 @@ pub enum Command {
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Debug(cmd) => debug::run(cmd),
+        Command::Debug(cmd) => debug::run(cmd, &cli.root),
     }
 }
