@@ -4,6 +4,8 @@ pub mod digest;
 pub mod manifest;
 pub mod reference;
 pub mod registry;
+pub mod snapshot;
+pub mod store;
 pub mod unpack;
 
 pub use digest::Digest;
