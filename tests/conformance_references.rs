@@ -10,9 +10,7 @@ use serde_json::Value;
 fn conformance_dir() -> PathBuf {
     let dir = std::env::var_os("DOCKMASTER_CONFORMANCE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance"));
     assert!(
         dir.is_dir(),
         "conformance data not found at {} (set DOCKMASTER_CONFORMANCE)",
@@ -26,7 +24,12 @@ fn load(rel: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
 }
 
-fn compare(kind: &str, input: &str, got: Result<Reference, String>, want: &Value) -> Option<String> {
+fn compare(
+    kind: &str,
+    input: &str,
+    got: Result<Reference, String>,
+    want: &Value,
+) -> Option<String> {
     match (got, want.get("error")) {
         (Err(_), Some(_)) => None,
         (Err(e), None) => Some(format!("{kind} {input:?}: unexpected error {e}")),
@@ -70,7 +73,12 @@ fn references_match_distribution_reference() {
         failures.extend(compare("normalized", input, norm, &c["normalized"]));
     }
     assert!(cases.len() > 100);
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

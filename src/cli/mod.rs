@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use crate::config::DEFAULT_ROOT;
 
 #[derive(Debug, Parser)]
-#[command(name = "dockmaster", version, about = "Declarative GitOps agent for single Linux hosts")]
+#[command(
+    name = "dockmaster",
+    version,
+    about = "Declarative GitOps agent for single Linux hosts"
+)]
 pub struct Cli {
     /// State directory (content store, snapshots, containers).
     #[arg(long, global = true, env = "DOCKMASTER_ROOT", default_value = DEFAULT_ROOT)]

@@ -59,14 +59,14 @@ pub struct Digest {
 }
 
 fn is_component(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// go-digest's DigestRegexp: `[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+`.
 fn matches_generic_grammar(alg: &str, encoded: &str) -> bool {
-    let alg_ok = alg
-        .split(['.', '+', '_', '-'])
-        .all(is_component);
+    let alg_ok = alg.split(['.', '+', '_', '-']).all(is_component);
     let enc_ok = !encoded.is_empty()
         && encoded
             .bytes()

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::digest::Digest;
-use crate::error::{Category, Categorized};
+use crate::error::{Categorized, Category};
 use crate::fsutil;
 
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,10 @@ impl SnapshotStore {
         for e in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let e = e.map_err(io_err(&dir))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            let pid = name.rsplitn(3, '-').nth(1).and_then(|p| p.parse::<i32>().ok());
+            let pid = name
+                .rsplitn(3, '-')
+                .nth(1)
+                .and_then(|p| p.parse::<i32>().ok());
             let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
             if !alive && fs::remove_dir_all(e.path()).is_ok() {
                 removed += 1;
@@ -139,8 +142,7 @@ impl PreparedSnapshot {
     pub fn commit(mut self) -> Result<PathBuf, SnapshotError> {
         let tmp = self.tmp.take().expect("commit once");
         let dir = fs::File::open(&tmp).map_err(io_err(&tmp))?;
-        nix::unistd::syncfs(dir.as_raw_fd())
-            .map_err(|e| io_err(&tmp)(io::Error::from(e)))?;
+        nix::unistd::syncfs(dir.as_raw_fd()).map_err(|e| io_err(&tmp)(io::Error::from(e)))?;
         drop(dir);
         match fs::rename(&tmp, &self.dest) {
             Ok(()) => {}
@@ -193,7 +195,12 @@ mod tests {
         fs::write(p.path().join("g"), b"y").unwrap();
         drop(p);
         assert!(!store.contains(&other));
-        assert_eq!(fs::read_dir(tmp.path().join("snapshots/tmp")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(tmp.path().join("snapshots/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
 
         // a second commit of the same layer keeps the first
         let p = store.prepare(&id).unwrap();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::fcntl::{Flock, FlockArg};
 
 use super::digest::{Algorithm, Digest, Hasher};
-use crate::error::{Category, Categorized};
+use crate::error::{Categorized, Category};
 use crate::fsutil;
 
 #[derive(Debug, thiserror::Error)]
@@ -146,17 +146,21 @@ impl ContentStore {
 
     /// Takes the cross-process ingest lock for `d` (blocking).
     pub fn lock(&self, d: &Digest) -> Result<IngestLock, StoreError> {
-        let p = self.dir.join("ingest").join(format!("{}.lock", d.encoded()));
+        let p = self
+            .dir
+            .join("ingest")
+            .join(format!("{}.lock", d.encoded()));
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&p)
             .map_err(io_err(&p))?;
-        let lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, errno)| StoreError::Io {
-            path: p.clone(),
-            source: io::Error::from(errno),
-        })?;
+        let lock =
+            Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, errno)| StoreError::Io {
+                path: p.clone(),
+                source: io::Error::from(errno),
+            })?;
         Ok(IngestLock { _lock: lock })
     }
 
@@ -179,7 +183,9 @@ impl ContentStore {
             .write(true)
             .open(&tmp)
             .map_err(io_err(&tmp))?;
-        let algorithm = expected.as_ref().map_or(Algorithm::Sha256, |d| d.algorithm());
+        let algorithm = expected
+            .as_ref()
+            .map_or(Algorithm::Sha256, |d| d.algorithm());
         Ok(BlobWriter {
             store: self.clone(),
             file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
@@ -230,7 +236,10 @@ impl ContentStore {
                 continue;
             };
             // `<digest-or-unknown>-<pid>-<seq>`: a partial of a live process is kept.
-            let pid = stem.rsplitn(3, '-').nth(1).and_then(|p| p.parse::<i32>().ok());
+            let pid = stem
+                .rsplitn(3, '-')
+                .nth(1)
+                .and_then(|p| p.parse::<i32>().ok());
             let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
             if !alive && fs::remove_file(e.path()).is_ok() {
                 removed += 1;
@@ -327,7 +336,10 @@ impl Write for BlobWriter {
         }
         let f = self.file.as_mut().expect("write after commit");
         let n = f.write(buf)?;
-        self.hasher.as_mut().expect("write after commit").update(&buf[..n]);
+        self.hasher
+            .as_mut()
+            .expect("write after commit")
+            .update(&buf[..n]);
         self.written += n as u64;
         Ok(n)
     }
@@ -360,19 +372,25 @@ mod tests {
         assert_eq!(store.read(&good, 100).unwrap(), b"hello");
 
         // tampered: same length, other bytes
-        let mut w = store.writer(Some(Digest::sha256_of(b"world")), Some(5)).unwrap();
+        let mut w = store
+            .writer(Some(Digest::sha256_of(b"world")), Some(5))
+            .unwrap();
         w.write_all(b"w0rld").unwrap();
         let err = w.commit().unwrap_err();
         assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
         assert!(!store.contains(&Digest::sha256_of(b"world")));
 
         // truncated
-        let mut w = store.writer(Some(Digest::sha256_of(b"world")), Some(5)).unwrap();
+        let mut w = store
+            .writer(Some(Digest::sha256_of(b"world")), Some(5))
+            .unwrap();
         w.write_all(b"wor").unwrap();
         assert!(matches!(w.commit(), Err(StoreError::SizeMismatch { .. })));
 
         // too long never grows past the descriptor size
-        let mut w = store.writer(Some(Digest::sha256_of(b"world")), Some(5)).unwrap();
+        let mut w = store
+            .writer(Some(Digest::sha256_of(b"world")), Some(5))
+            .unwrap();
         assert!(w.write_all(b"world!").is_err());
         drop(w);
 
