@@ -1,0 +1,15 @@
+//! Integration-test support: real components, no mocks.
+//!
+//! - [`registry`]: a real CNCF distribution registry (`docker-registry`) on loopback, in
+//!   plain, basic-auth, bearer-token (with our own token server) or TLS mode.
+//! - [`fixtures`]: image, layer, index builders and the named fixture images, pushing to a
+//!   registry and writing OCI layouts and archives.
+//! - [`proxy`]: a fault-injecting HTTP proxy in front of a registry.
+//! - [`env`]: ports, temp roots, the `dockmaster` command, docker config and certs.d trees.
+//!
+//! Each test binary includes this with `mod support;` and uses only part of it.
+#![allow(dead_code)]
+
+pub mod env;
+
+pub use env::*;
