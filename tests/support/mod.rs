@@ -8,8 +8,14 @@
 //! - [`env`]: ports, temp roots, the `dockmaster` command, docker config and certs.d trees.
 //!
 //! Each test binary includes this with `mod support;` and uses only part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod env;
 
 pub use env::*;
+pub mod http;
+pub mod registry;
+pub mod token;
+
+pub use registry::{Mode, Registry};
+pub use token::TokenServer;
