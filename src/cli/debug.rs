@@ -10,6 +10,12 @@ use crate::image::Reference;
 pub enum DebugCommand {
     /// Parse an image reference and print its parts as JSON (strict and Docker-normalized).
     ParseRef { reference: String },
+    /// Apply one layer tar (uncompressed; gzip and zstd are sniffed) onto the directory given
+    /// by the global --root, the way an image's layers stack (whiteouts applied).
+    ApplyLayer {
+        /// The layer tar file.
+        layer: std::path::PathBuf,
+    },
 }
 
 /// `root` is the global `--root`; `apply-layer` uses it as the directory to apply onto.
@@ -39,5 +45,38 @@ pub fn run(cmd: DebugCommand, root: &Path) -> anyhow::Result<i32> {
             }
             Ok(if ok { 0 } else { 1 })
         }
+        DebugCommand::ApplyLayer { layer } => apply_layer(root, &layer),
     }
+}
+
+/// `debug apply-layer`: the target must already be a directory (a mistyped --root must not
+/// turn the state directory into a root filesystem).
+fn apply_layer(root: &Path, layer: &Path) -> anyhow::Result<i32> {
+    use std::io::BufRead;
+
+    use anyhow::Context;
+
+    use crate::image::unpack::{self, ApplyOptions, Compression, WhiteoutMode};
+
+    if !root.is_dir() {
+        anyhow::bail!("--root {}: not a directory", root.display());
+    }
+    let file = std::fs::File::open(layer).with_context(|| format!("{}", layer.display()))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let compression = Compression::detect(
+        reader
+            .fill_buf()
+            .with_context(|| format!("{}", layer.display()))?,
+    );
+    let name = layer.display().to_string();
+    let stream = unpack::decompress(reader, compression)?;
+    unpack::apply_layer(
+        stream,
+        root,
+        &ApplyOptions {
+            layer: &name,
+            whiteouts: WhiteoutMode::Apply,
+        },
+    )?;
+    Ok(0)
 }
