@@ -10,6 +10,11 @@ pub mod client;
 pub mod credentials;
 pub mod tls;
 
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
