@@ -7,6 +7,8 @@
 
 mod config;
 mod platform;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -132,9 +134,14 @@ pub enum ManifestError {
     UnsupportedMediaType { media_type: String },
     #[error(
         "cannot tell the manifest type: no mediaType in the body or content-type, \
-         and it has neither \"manifests\" nor \"config\" and \"layers\""
+         and it has neither \"manifests\" nor \"config\" or \"layers\""
     )]
     UnknownShape,
+    #[error(
+        "cannot tell the manifest type: no mediaType in the body or content-type, \
+         and it has both \"manifests\" and \"config\" or \"layers\""
+    )]
+    AmbiguousShape,
     #[error("manifest body has mediaType {body:?} but the registry sent content-type {header:?}")]
     MediaTypeConflict { body: String, header: String },
     #[error("unsupported {what} schemaVersion {found} (expected 2)")]
@@ -339,6 +346,8 @@ pub struct ImageIndex {
     pub annotations: BTreeMap<String, String>,
 }
 
+// One per pull, matched by value at the call sites: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Manifest {
@@ -435,10 +444,7 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Manife
             limit: MAX_MANIFEST_SIZE,
         });
     }
-    let probe: Probe = serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
-        what: "manifest",
-        source,
-    })?;
+    let probe: Probe = json_object(bytes, "manifest")?;
     let header = content_type.and_then(content_type_media_type);
     let body = match &probe.media_type {
         None | Some(serde_json::Value::Null) => None,
@@ -482,12 +488,13 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Manife
         (Some(b), None) => b.clone(),
         (None, Some(h)) => h.clone(),
         (None, None) => {
-            if probe.manifests.is_some() {
-                media_types::OCI_INDEX.to_string()
-            } else if probe.config.is_some() && probe.layers.is_some() {
-                media_types::OCI_MANIFEST.to_string()
-            } else {
-                return Err(ManifestError::UnknownShape);
+            // containerd's DetectManifestMediaType.
+            let image_like = probe.config.is_some() || probe.layers.is_some();
+            match (probe.manifests.is_some(), image_like) {
+                (true, true) => return Err(ManifestError::AmbiguousShape),
+                (true, false) => media_types::OCI_INDEX.to_string(),
+                (false, true) => media_types::OCI_MANIFEST.to_string(),
+                (false, false) => return Err(ManifestError::UnknownShape),
             }
         }
     };
@@ -541,8 +548,18 @@ pub fn parse_config(bytes: &[u8]) -> Result<ImageConfig, ManifestError> {
             limit: MAX_CONFIG_SIZE,
         });
     }
-    serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
-        what: "image config",
-        source,
-    })
+    json_object(bytes, "image config")
+}
+
+/// Deserializes a document that must be a JSON object (serde would also build structs from
+/// arrays).
+fn json_object<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    what: &'static str,
+) -> Result<T, ManifestError> {
+    let json_err = |source| ManifestError::Json { what, source };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(json_err(serde::de::Error::custom("expected a json object")));
+    }
+    serde_json::from_slice(bytes).map_err(json_err)
 }
