@@ -19,3 +19,18 @@ pub mod token;
 
 pub use registry::{Mode, Registry};
 pub use token::TokenServer;
+pub mod image;
+pub mod layer;
+
+pub use image::{push, write_docker_archive, write_oci_archive, write_oci_layout};
+pub use image::{Format, Healthcheck, Image, ImageBuilder, Index, Platform, Pushable, Pusher};
+pub use layer::{Blob, Compression, Entry, EntryKind, Layer, LayerBuilder, Meta, Tree};
+pub mod fixtures;
+
+pub use fixtures::{
+    busybox, busybox_rootfs, busybox_with, httpd_with_healthcheck, large_incompressible,
+    multilayer_whiteouts, platform_index, tamper_blob, tampered,
+};
+pub mod proxy;
+
+pub use proxy::{FaultProxy, ProxyRequest};

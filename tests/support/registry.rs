@@ -310,6 +310,11 @@ impl Registry {
         self.mode.credentials()
     }
 
+    /// The temp directory with config, log, certs (and storage unless one was given).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The registry's process ID (for leak checks).
     pub fn pid(&self) -> u32 {
         self.pid
