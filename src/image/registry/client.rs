@@ -713,7 +713,7 @@ impl RegistryClient {
             }
             SendError::Http(e) if tls::is_certificate_error(&e) => RegistryError::Tls {
                 registry: ctx.registry(),
-                detail: tls::error_chain(&e),
+                detail: tls::root_cause(&e),
                 hint: self
                     .inner
                     .opts
@@ -795,7 +795,13 @@ impl RegistryClient {
     /// The error for a 401 that fresh authentication did not cure.
     async fn unauthorized(&self, ctx: &Ctx<'_>, resp: reqwest::Response) -> RegistryError {
         let status = self.status_text(ctx, resp).await;
-        match self.credential(ctx.ep).await {
+        let cached = lock(&self.inner.cred_cache).remove(&ctx.ep.name);
+        // Name the user whose credentials were just refused, not a re-read file's.
+        let cred = match cached {
+            Some((_, c)) => Ok(c),
+            None => self.credential(ctx.ep).await,
+        };
+        match cred {
             Ok(Some(c)) => RegistryError::AuthFailed {
                 registry: ctx.registry(),
                 user: c.username().to_string(),
@@ -864,7 +870,7 @@ impl RegistryClient {
                     &realm,
                     service.as_deref(),
                     c.param("scope"),
-                    Some(stale_token.unwrap_or("")),
+                    stale_token,
                 )
                 .await?;
             return Ok(format!("Bearer {t}"));
@@ -912,8 +918,8 @@ impl RegistryClient {
     }
 
     /// A bearer token for the repository, from the cache unless it is `stale` (the token
-    /// that just got a 401; `Some("")` forces a new one). Concurrent callers for the same
-    /// scope wait for one token request.
+    /// that just got a 401). Concurrent callers for the same scope wait for one token
+    /// request, and then use its token.
     async fn bearer(
         &self,
         ctx: &Ctx<'_>,
@@ -929,11 +935,7 @@ impl RegistryClient {
             .clone();
         let mut cached = slot.lock().await;
         if let Some(t) = cached.as_ref() {
-            let refused = match stale {
-                None => false,
-                Some(s) => s.is_empty() || s == t.token,
-            };
-            if t.is_valid() && !refused {
+            if t.is_valid() && stale != Some(t.token.as_str()) {
                 return Ok(t.token.clone());
             }
         }
@@ -1035,6 +1037,8 @@ impl RegistryClient {
         };
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            // Read the credentials again next time: they may be fixed while we run.
+            lock(&self.inner.cred_cache).remove(&ctx.ep.name);
             let text = self.status_text(&tctx, resp).await;
             return Err(match cred {
                 Some(c) => RegistryError::AuthFailed {

@@ -149,7 +149,9 @@ impl CredentialStore {
     pub fn describe(&self) -> String {
         match (&self.explicit, &self.default) {
             (Some(p), _) | (None, Some(p)) => p.display().to_string(),
-            (None, None) => "no docker config file".to_string(),
+            (None, None) => {
+                "no docker config file: no auth_file, $DOCKER_CONFIG or $HOME".to_string()
+            }
         }
     }
 

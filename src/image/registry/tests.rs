@@ -367,6 +367,20 @@ async fn bearer_reauth_once_when_cached_token_is_refused() {
 }
 
 #[tokio::test]
+async fn concurrent_cold_requests_share_one_token() {
+    let f = token_fake(None, 300);
+    let d = tempfile::tempdir().unwrap();
+    let c = RegistryClient::new(opts(d.path())).unwrap();
+    let r = reference(&f.srv.host(), "foo:v1");
+    let all =
+        futures_util::future::join_all((0..4).map(|_| c.fetch_manifest(&r, &[MANIFEST_TYPE])));
+    for res in all.await {
+        res.unwrap();
+    }
+    assert_eq!(f.srv.count("/token"), 1);
+}
+
+#[tokio::test]
 async fn bearer_token_expiry_is_honoured() {
     let f = token_fake(None, 1);
     let d = tempfile::tempdir().unwrap();

@@ -165,6 +165,15 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// The innermost error's message (for TLS: "invalid peer certificate: UnknownIssuer").
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 /// Whether a request failed because the peer's certificate was not accepted (as opposed to
 /// the peer not speaking TLS at all). rustls reports these as "invalid peer certificate".
 pub fn is_certificate_error(e: &reqwest::Error) -> bool {
