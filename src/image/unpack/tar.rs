@@ -74,9 +74,12 @@ pub(super) struct TarReader<R> {
     done: bool,
 }
 
+/// PAX records (key, value) in archive order.
+type PaxRecords = Vec<(Vec<u8>, Vec<u8>)>;
+
 #[derive(Default)]
 struct Pending {
-    pax: Vec<(Vec<u8>, Vec<u8>)>,
+    pax: PaxRecords,
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,
 }
@@ -510,8 +513,8 @@ fn parse_pax_time(b: &[u8]) -> Option<Time> {
 }
 
 /// Parses PAX records: `LEN KEY=VALUE\n`, LEN counting the whole record.
-fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+fn parse_pax(mut data: &[u8]) -> Result<PaxRecords, String> {
+    let mut out: PaxRecords = Vec::new();
     while !data.is_empty() {
         // Trailing NUL padding is tolerated (some writers pad the block).
         if data.iter().all(|&b| b == 0) {
