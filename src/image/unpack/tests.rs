@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
 use ::tar::{EntryType, Header};
+use sha2::{Digest as _, Sha256};
 
 use super::*;
 
@@ -51,7 +51,11 @@ impl Layer {
         h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
         h.set_entry_type(kind);
         h.set_size(data.len() as u64);
-        h.set_mode(if kind == EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_mode(if kind == EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(MTIME);
@@ -534,7 +538,9 @@ fn ownership_modes_times_xattrs_and_special_files_are_kept() {
         h.set_mode(0o755);
         h.set_uid(3);
     })
-    .entry("late", EntryType::Directory, "", b"", |h| h.set_mtime(2_000_000))
+    .entry("late", EntryType::Directory, "", b"", |h| {
+        h.set_mtime(2_000_000)
+    })
     .file("late/child", b"c");
     sb.apply(&l.finish()).expect("apply");
 
