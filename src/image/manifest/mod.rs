@@ -6,6 +6,7 @@
 //! these types never need to round-trip unknown fields.
 
 mod config;
+mod json;
 mod platform;
 #[cfg(test)]
 mod tests;

@@ -779,7 +779,11 @@ fn validate_manifest_and_index_rules() {
     )
     .is_err());
     validate(Kind::Descriptor, desc("sha999:abc").as_bytes()).unwrap();
-    for size in ["1.5", "2.0", "-1", "9223372036854775808"] {
+    // Go's strconv.ParseInt takes "-0"; numbers in unknown fields are never decoded.
+    validate(Kind::Manifest, manifest(D2, "-0").as_bytes()).unwrap();
+    let huge = manifest(D2, "1").replacen('{', "{\"x\":1e400,", 1);
+    validate(Kind::Manifest, huge.as_bytes()).unwrap();
+    for size in ["1.5", "2.0", "1e3", "-1", "9223372036854775808"] {
         assert!(
             validate(Kind::Manifest, manifest(D2, size).as_bytes()).is_err(),
             "{size}"

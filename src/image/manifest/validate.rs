@@ -9,8 +9,7 @@
 
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-
+use super::json::{self, number_is_integral, J};
 use super::{media_types, ManifestError, MAX_CONFIG_SIZE};
 use crate::image::digest::{Digest, DigestError};
 
@@ -81,23 +80,10 @@ pub fn validate(kind: Kind, bytes: &[u8]) -> Result<(), ManifestError> {
         },
         reason: f.reason,
     };
-    // Go replaces invalid UTF-8 in strings by U+FFFD rather than failing.
-    let text = String::from_utf8_lossy(bytes);
-    let malformed = |e: serde_json::Error| Fail::new("", format!("malformed json: {e}"));
-    let doc: J = if kind == Kind::Layout {
-        // Only gojsonschema reads the layout header, and its decoder stops after the first
-        // value.
-        serde_json::Deserializer::from_str(&text)
-            .into_iter::<J>()
-            .next()
-            .unwrap_or_else(|| Err(serde::de::Error::custom("empty document")))
-            .map_err(malformed)
-            .map_err(fail)?
-    } else {
-        serde_json::from_str(&text)
-            .map_err(malformed)
-            .map_err(fail)?
-    };
+    // Only gojsonschema reads the layout header, and its decoder stops after the first value;
+    // the other kinds also go through json.Unmarshal, which wants nothing after it.
+    let doc = json::parse(bytes, kind == Kind::Layout)
+        .map_err(|e| fail(Fail::new("", format!("malformed json: {e}"))))?;
     match kind {
         Kind::Manifest => {
             go_check(&doc, &GO_MANIFEST, "").map_err(fail)?;
@@ -136,87 +122,6 @@ impl Fail {
 }
 
 type R = Result<(), Fail>;
-
-/// A JSON value that keeps what `serde_json::Value` loses: duplicate keys, in order.
-enum J {
-    Null,
-    Bool,
-    U(u64),
-    I(i64),
-    /// Any number that is not a plain integer literal fitting 64 bits.
-    F(f64),
-    Str(String),
-    Arr(Vec<J>),
-    Obj(Vec<(String, J)>),
-}
-
-impl<'de> Deserialize<'de> for J {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = J;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any json value")
-            }
-            fn visit_unit<E>(self) -> Result<J, E> {
-                Ok(J::Null)
-            }
-            fn visit_none<E>(self) -> Result<J, E> {
-                Ok(J::Null)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<J, D::Error> {
-                J::deserialize(d)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<J, E> {
-                Ok(J::Bool)
-            }
-            fn visit_u64<E>(self, n: u64) -> Result<J, E> {
-                Ok(J::U(n))
-            }
-            fn visit_i64<E>(self, n: i64) -> Result<J, E> {
-                Ok(if n >= 0 { J::U(n as u64) } else { J::I(n) })
-            }
-            fn visit_f64<E>(self, n: f64) -> Result<J, E> {
-                Ok(J::F(n))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<J, E> {
-                Ok(J::Str(s.to_string()))
-            }
-            fn visit_string<E>(self, s: String) -> Result<J, E> {
-                Ok(J::Str(s))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<J, A::Error> {
-                let mut v = Vec::new();
-                while let Some(x) = a.next_element()? {
-                    v.push(x);
-                }
-                Ok(J::Arr(v))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<J, A::Error> {
-                let mut v = Vec::new();
-                while let Some((k, x)) = a.next_entry::<String, J>()? {
-                    v.push((k, x));
-                }
-                Ok(J::Obj(v))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl J {
-    fn type_name(&self) -> &'static str {
-        match self {
-            J::Null => "null",
-            J::Bool => "boolean",
-            J::U(_) | J::I(_) => "integer",
-            J::F(_) => "number",
-            J::Str(_) => "string",
-            J::Arr(_) => "array",
-            J::Obj(_) => "object",
-        }
-    }
-}
 
 fn sub(path: &str, key: &str) -> String {
     format!("{path}/{key}")
@@ -355,8 +260,8 @@ fn go_check(v: &J, t: &Go, path: &str) -> R {
     match (t, v) {
         (Go::Str, J::Str(_)) => Ok(()),
         (Go::Str, _) => Err(mismatch("a string")),
-        (Go::Int, J::U(n)) if *n <= i64::MAX as u64 => Ok(()),
-        (Go::Int, J::I(_)) => Ok(()),
+        // strconv.ParseInt of the literal: no fraction, no exponent, in range.
+        (Go::Int, J::Num(n)) if n.parse::<i64>().is_ok() => Ok(()),
         (Go::Int, _) => Err(mismatch("a 64-bit integer")),
         (Go::Bool, J::Bool) => Ok(()),
         (Go::Bool, _) => Err(mismatch("a boolean")),
@@ -606,27 +511,31 @@ fn s_string_array(v: &J, path: &str) -> R {
     }
 }
 
-/// JSON schema "integer" (gojsonschema also takes 2.0) within [min, max].
-fn s_integer(v: &J, path: &str, min: f64, max: f64) -> R {
-    let n = match v {
-        J::U(n) => *n as f64,
-        J::I(n) => *n as f64,
-        J::F(f) if f.is_finite() && f.fract() == 0.0 => *f,
-        _ => {
-            return Err(Fail::new(
-                path,
-                format!("expected an integer, got {}", v.type_name()),
-            ))
-        }
+/// JSON schema "integer" (gojsonschema also takes 2.0 and 1e3) within [min, max].
+fn s_integer(v: &J, path: &str, min: i128, max: i128) -> R {
+    let J::Num(lit) = v else {
+        return Err(Fail::new(
+            path,
+            format!("expected an integer, got {}", v.type_name()),
+        ));
     };
-    if n < min || n > max {
-        return Err(Fail::new(path, format!("{n} is outside [{min}, {max}]")));
+    if !number_is_integral(lit) {
+        return Err(Fail::new(path, format!("expected an integer, got {lit}")));
+    }
+    let in_range = match lit.parse::<i128>() {
+        Ok(n) => (min..=max).contains(&n),
+        Err(_) => lit
+            .parse::<f64>()
+            .is_ok_and(|f| f >= min as f64 && f <= max as f64),
+    };
+    if !in_range {
+        return Err(Fail::new(path, format!("{lit} is outside [{min}, {max}]")));
     }
     Ok(())
 }
 
-/// 9223372036854776000 in the schemas, i.e. 2^63 as a float.
-const SCHEMA_INT64_MAX: f64 = 9_223_372_036_854_775_808.0;
+/// The schemas' int64 bound, written 9223372036854776000 (gojsonschema compares exactly).
+const SCHEMA_INT64_MAX: i128 = 9_223_372_036_854_776_000;
 
 /// defs-descriptor.json#/definitions/mediaType:
 /// `^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$`
@@ -735,9 +644,7 @@ fn s_nullable(v: &J, path: &str, check: impl Fn(&J, &str) -> R) -> R {
 fn schema_descriptor(v: &J, path: &str) -> R {
     let e = s_object(v, path)?;
     s_opt(e, "mediaType", path, s_media_type)?;
-    s_opt(e, "size", path, |v, p| {
-        s_integer(v, p, 0.0, SCHEMA_INT64_MAX)
-    })?;
+    s_opt(e, "size", path, |v, p| s_integer(v, p, 0, SCHEMA_INT64_MAX))?;
     s_opt(e, "digest", path, s_digest)?;
     s_opt(e, "urls", path, s_urls)?;
     s_opt(e, "data", path, s_string_prop)?;
@@ -747,7 +654,7 @@ fn schema_descriptor(v: &J, path: &str) -> R {
 }
 
 fn s_schema_version(v: &J, path: &str) -> R {
-    s_integer(v, path, 2.0, 2.0)
+    s_integer(v, path, 2, 2)
 }
 
 /// image-manifest-schema.json
