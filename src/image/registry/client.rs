@@ -214,6 +214,20 @@ pub fn is_loopback_host(host_port: &str) -> bool {
     host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Listed in `insecure` (normalized entries, as `host:port` or `host`).
+pub(crate) fn listed_insecure(insecure: &[String], host_port: &str) -> bool {
+    let hp = host_port.to_ascii_lowercase();
+    let (h, _) = split_host_port(&hp);
+    insecure
+        .iter()
+        .any(|e| *e == hp || (!e.contains(':') && e == h))
+}
+
+/// Plain HTTP is for loopback and the `insecure` list only.
+pub(crate) fn plain_http_allowed(insecure: &[String], host_port: &str) -> bool {
+    is_loopback_host(host_port) || listed_insecure(insecure, host_port)
+}
+
 fn normalize_insecure(entry: &str) -> String {
     let e = entry.trim();
     let e = e
@@ -643,6 +657,7 @@ impl RegistryClient {
             user_agent: &o.user_agent,
             connect_timeout: o.connect_timeout,
             accept_invalid_certs: self.listed_insecure(host),
+            insecure: self.inner.opts.insecure.clone(),
         };
         let c = tls::build_client(&settings, host_tls)?;
         Ok(lock(&self.inner.clients)
@@ -651,19 +666,12 @@ impl RegistryClient {
             .clone())
     }
 
-    /// Listed in `insecure` (as `host:port` or `host`).
     fn listed_insecure(&self, host_port: &str) -> bool {
-        let hp = host_port.to_ascii_lowercase();
-        let (h, _) = split_host_port(&hp);
-        self.inner
-            .opts
-            .insecure
-            .iter()
-            .any(|e| *e == hp || (!e.contains(':') && e == h))
+        listed_insecure(&self.inner.opts.insecure, host_port)
     }
 
     fn plain_http_allowed(&self, host_port: &str) -> bool {
-        is_loopback_host(host_port) || self.listed_insecure(host_port)
+        plain_http_allowed(&self.inner.opts.insecure, host_port)
     }
 
     async fn send_raw(
@@ -723,6 +731,8 @@ impl RegistryClient {
                     .display()
                     .to_string(),
             },
+            // A redirect we refuse (or a loop) will not change on retry.
+            SendError::Http(e) if e.is_redirect() => ctx.protocol(tls::error_chain(&e)),
             SendError::Http(e) => ctx.connect(tls::error_chain(&e)),
         }
     }
@@ -1202,9 +1212,7 @@ fn parse_mirror(m: &str, opts: &ClientOptions) -> Result<Endpoint, RegistryError
     }
     let host = rest.to_ascii_lowercase();
     if scheme == Some(Scheme::Http) {
-        let (h, _) = split_host_port(&host);
-        let listed = opts.insecure.iter().any(|e| *e == host || *e == h);
-        if !is_loopback_host(&host) && !listed {
+        if !plain_http_allowed(&opts.insecure, &host) {
             return Err(bad(
                 "plain http is only allowed for loopback hosts and hosts listed in insecure",
             ));

@@ -768,3 +768,42 @@ fn from_config_defaults() {
     assert_eq!(o.max_attempts, 1);
     assert_eq!(o.insecure, ["reg:5000"]);
 }
+
+#[tokio::test]
+async fn redirects_to_plain_http_only_on_allowed_hosts() {
+    let data = blob(5000);
+    let dg = Digest::sha256_of(&data);
+    let port: Arc<std::sync::OnceLock<u16>> = Arc::default();
+    let p2 = port.clone();
+    let d2 = data.clone();
+    let srv = FakeServer::start(move |s| {
+        let port = *p2.get().unwrap();
+        match s.path() {
+            "/storage" | "/elsewhere" => Reply::ok(d2.clone()),
+            p if p.starts_with("/v2/ok/") => Reply::status(307)
+                .with_header("Location", &format!("http://127.0.0.1:{port}/storage")),
+            // 0.0.0.0 is not loopback by our rules (and would still reach this machine if
+            // the policy failed, which the request count would show).
+            _ => Reply::status(307)
+                .with_header("Location", &format!("http://0.0.0.0:{port}/elsewhere")),
+        }
+    });
+    port.set(srv.port).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let c = RegistryClient::new(opts(d.path())).unwrap();
+    let ok = reference(&srv.host(), "ok:v1");
+    let (res, chunks) = collect(&c, &ok, &dg, data.len() as u64, 0).await;
+    assert_eq!(res.unwrap(), data.len() as u64);
+    assert_eq!(chunks.concat(), data);
+    assert_eq!(srv.count("/storage"), 1);
+    let bad = reference(&srv.host(), "bad:v1");
+    let (res, _) = collect(&c, &bad, &dg, data.len() as u64, 0).await;
+    let e = res.unwrap_err();
+    assert!(
+        e.to_string().contains("refusing a redirect to plain http"),
+        "{e}"
+    );
+    assert_eq!(e.category(), Category::Invalid);
+    assert_eq!(srv.count("/elsewhere"), 0);
+    assert_eq!(srv.count("/v2/bad/"), 1, "not retried");
+}

@@ -112,6 +112,9 @@ pub struct ClientSettings<'a> {
     pub connect_timeout: Duration,
     /// Docker's insecure-registries: HTTPS without certificate verification.
     pub accept_invalid_certs: bool,
+    /// The normalized `insecure` list: redirects to plain HTTP must stay within it (or
+    /// loopback).
+    pub insecure: Vec<String>,
 }
 
 /// Builds the client for one registry host.
@@ -120,7 +123,7 @@ pub fn build_client(s: &ClientSettings, tls: HostTls) -> Result<reqwest::Client,
         .user_agent(s.user_agent)
         .connect_timeout(s.connect_timeout)
         .tls_built_in_root_certs(true)
-        .redirect(redirect_policy())
+        .redirect(redirect_policy(s.insecure.clone()))
         .danger_accept_invalid_certs(s.accept_invalid_certs);
     for c in tls.roots {
         b = b.add_root_certificate(c);
@@ -132,19 +135,29 @@ pub fn build_client(s: &ClientSettings, tls: HostTls) -> Result<reqwest::Client,
         .map_err(|e| RegistryError::Config(format!("building http client: {e}")))
 }
 
-/// Blob downloads are redirected to storage; follow up to 10 hops but never from HTTPS down
-/// to plain HTTP. reqwest drops `Authorization` when the host changes.
-fn redirect_policy() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let downgrade = attempt.url().scheme() == "http"
+/// Blob downloads are redirected to storage; follow up to 10 hops, never from HTTPS down to
+/// plain HTTP, and to plain HTTP only on hosts allowed it. reqwest drops `Authorization`
+/// when the host changes.
+fn redirect_policy(insecure: Vec<String>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let url = attempt.url();
+        let plain = url.scheme() == "http";
+        let downgrade = plain
             && attempt
                 .previous()
                 .last()
                 .is_some_and(|u| u.scheme() == "https");
+        let host_port = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => String::new(),
+        };
         if attempt.previous().len() >= 10 {
             attempt.error("more than 10 redirects")
         } else if downgrade {
             attempt.error("refusing a redirect from https to plain http")
+        } else if plain && !super::client::plain_http_allowed(&insecure, &host_port) {
+            attempt.error(format!("refusing a redirect to plain http on {host_port}"))
         } else {
             attempt.follow()
         }
@@ -227,6 +240,7 @@ mod tests {
             user_agent: "t",
             connect_timeout: Duration::from_secs(1),
             accept_invalid_certs: false,
+            insecure: vec![],
         };
         build_client(&settings, t).unwrap();
         std::fs::write(host.join("junk.crt"), "not pem").unwrap();
