@@ -1211,12 +1211,10 @@ fn parse_mirror(m: &str, opts: &ClientOptions) -> Result<Endpoint, RegistryError
         return Err(bad("expected [https://]host[:port] without a path"));
     }
     let host = rest.to_ascii_lowercase();
-    if scheme == Some(Scheme::Http) {
-        if !plain_http_allowed(&opts.insecure, &host) {
-            return Err(bad(
-                "plain http is only allowed for loopback hosts and hosts listed in insecure",
-            ));
-        }
+    if scheme == Some(Scheme::Http) && !plain_http_allowed(&opts.insecure, &host) {
+        return Err(bad(
+            "plain http is only allowed for loopback hosts and hosts listed in insecure",
+        ));
     }
     Ok(Endpoint {
         name: host.clone(),
