@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -12,19 +11,6 @@ use support::fixtures;
 use support::image::Format;
 use support::layer::{media, sha256_digest, Compression};
 use support::{FaultProxy, ImageBuilder, Mode, Registry, TempRoot};
-
-fn skopeo() -> Command {
-    let mut c = Command::new("skopeo");
-    // Keep the host's policy and auth files out; accept anything (we check digests).
-    c.env("REGISTRY_AUTH_FILE", "/nonexistent/auth.json");
-    c
-}
-
-fn policy(dir: &Path) -> PathBuf {
-    let p = dir.join("policy.json");
-    std::fs::write(&p, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
-    p
-}
 
 fn get(
     reg: &Registry,
@@ -95,17 +81,14 @@ fn plain_mode_push_and_read_back_with_skopeo() {
 
     // skopeo verifies every digest it copies.
     let tmp = tempfile::tempdir().unwrap();
-    let pol = policy(tmp.path());
     for (src, all) in [
         ("library/busybox:latest", false),
         ("multi:oci", true),
         ("multi:docker", true),
     ] {
         let dest = tmp.path().join(src.replace(['/', ':'], "_"));
-        let mut c = skopeo();
-        c.arg("--policy")
-            .arg(&pol)
-            .args(["copy", "--src-tls-verify=false"]);
+        let mut c = support::skopeo(tmp.path());
+        c.args(["copy", "--src-tls-verify=false"]);
         if all {
             c.arg("--all");
         }
@@ -164,9 +147,7 @@ fn basic_mode_wants_credentials() {
         Some(("alice", "s3cret")),
     );
     let tmp = tempfile::tempdir().unwrap();
-    let out = skopeo()
-        .arg("--policy")
-        .arg(policy(tmp.path()))
+    let out = support::skopeo(tmp.path())
         .args([
             "inspect",
             "--raw",
@@ -258,9 +239,7 @@ fn token_mode_issues_tokens_the_registry_accepts() {
 
     // skopeo follows the challenge to our token server with basic credentials.
     let tmp = tempfile::tempdir().unwrap();
-    let out = skopeo()
-        .arg("--policy")
-        .arg(policy(tmp.path()))
+    let out = support::skopeo(tmp.path())
         .args([
             "inspect",
             "--raw",
@@ -340,9 +319,7 @@ fn tls_mode_needs_the_ca() {
     // skopeo with a certs.d directory for this host verifies against our CA.
     let tmp = tempfile::tempdir().unwrap();
     let certs = support::certs_d(&tmp.path().join("certs.d"), &reg.host(), &ca);
-    let out = skopeo()
-        .arg("--policy")
-        .arg(policy(tmp.path()))
+    let out = support::skopeo(tmp.path())
         .arg("inspect")
         .arg("--raw")
         .arg("--cert-dir")
@@ -357,9 +334,7 @@ fn tls_mode_needs_the_ca() {
     );
     assert_eq!(sha256_digest(&out.stdout), bb.digest());
     // ... and fails without it.
-    let out = skopeo()
-        .arg("--policy")
-        .arg(policy(tmp.path()))
+    let out = support::skopeo(tmp.path())
         .args(["inspect", "--raw"])
         .arg(format!("docker://{}/busybox:latest", reg.host()))
         .output()
@@ -390,57 +365,6 @@ fn storage_survives_a_restart_in_another_mode() {
     assert!(!storage.exists(), "the owner's temp storage is removed");
 }
 
-/// podman in a private store, so the host's images and config stay untouched.
-struct Podman {
-    dir: tempfile::TempDir,
-}
-
-impl Podman {
-    fn new() -> Podman {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("auth.json"), "{}").unwrap();
-        Podman { dir }
-    }
-    fn cmd(&self) -> Command {
-        let d = self.dir.path();
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(d.join("root"))
-            .arg("--runroot")
-            .arg(d.join("run"))
-            .arg("--tmpdir")
-            .arg(d.join("tmp"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "none",
-            ])
-            .env("REGISTRY_AUTH_FILE", d.join("auth.json"))
-            .env("XDG_CONFIG_HOME", d.join("xdg"));
-        c
-    }
-    fn export(&self, reference: &str) -> support::Tree {
-        support::run_ok(
-            self.cmd()
-                .args(["pull", "-q", "--tls-verify=false", reference]),
-        );
-        let id = support::run_ok(self.cmd().args(["create", reference]));
-        let tar = self.dir.path().join("export.tar");
-        support::run_ok(self.cmd().args(["export", "-o"]).arg(&tar).arg(id.trim()));
-        support::run_ok(self.cmd().args(["rm", id.trim()]));
-        support::Tree::from_tar(std::fs::File::open(&tar).unwrap())
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = self.cmd().args(["rmi", "-a", "-f"]).output();
-    }
-}
-
 #[test]
 fn expected_trees_equal_podman_exports() {
     let reg = Registry::start(Mode::Plain);
@@ -451,7 +375,7 @@ fn expected_trees_equal_podman_exports() {
     // containers/image refuses zstd in Docker schema2; uncompressed schema2 is fine.
     let plain_tar = support::busybox_with(Format::Docker, Compression::None);
     reg.push("uncompressed", "v1", &plain_tar);
-    let podman = Podman::new();
+    let podman = support::Podman::new();
 
     let expected = multi.expected_tree();
     let actual = podman.export(&reg.reference("multi", "v1"));
@@ -546,7 +470,6 @@ fn fixture_configs_and_layers() {
 fn layouts_and_archives_are_readable_by_skopeo() {
     let reg = Registry::start(Mode::Plain);
     let tmp = tempfile::tempdir().unwrap();
-    let pol = policy(tmp.path());
     let bb = fixtures::busybox();
     let httpd = fixtures::httpd_with_healthcheck();
     let idx = fixtures::platform_index(true);
@@ -589,10 +512,8 @@ fn layouts_and_archives_are_readable_by_skopeo() {
         ),
     ];
     for (src, name, all) in &copies {
-        let mut c = skopeo();
-        c.arg("--policy")
-            .arg(&pol)
-            .args(["copy", "--dest-tls-verify=false"]);
+        let mut c = support::skopeo(tmp.path());
+        c.args(["copy", "--dest-tls-verify=false"]);
         if *all {
             c.arg("--all");
         }
@@ -637,9 +558,7 @@ fn tampered_blob_fails_verification() {
     assert_ne!(sha256_digest(&body), layer.digest);
 
     let tmp = tempfile::tempdir().unwrap();
-    let out = skopeo()
-        .arg("--policy")
-        .arg(policy(tmp.path()))
+    let out = support::skopeo(tmp.path())
         .args(["copy", "--src-tls-verify=false"])
         .arg(format!("docker://{}/bad:v1", reg.host()))
         .arg(format!("oci:{}:x", tmp.path().join("o").display()))

@@ -132,3 +132,98 @@ pub fn pid_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// `program` in a private mount namespace with a tmpfs over `/var/lib`: skopeo and podman
+/// run as root otherwise write `/var/lib/containers/cache` on the host.
+pub fn with_private_var_lib(program: &str) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs dockmaster-test /var/lib && exec "$0" "$@""#)
+        .arg(program);
+    c
+}
+
+/// `skopeo` that leaves the host alone ([`with_private_var_lib`]), with an accept-anything
+/// policy and an empty auth file in `dir`. Append skopeo's arguments.
+pub fn skopeo(dir: &Path) -> Command {
+    let policy = dir.join("skopeo-policy.json");
+    fs::write(
+        &policy,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .expect("write skopeo policy");
+    let auth = dir.join("skopeo-auth.json");
+    fs::write(&auth, "{}").expect("write skopeo auth file");
+    let mut c = with_private_var_lib("skopeo");
+    c.arg("--policy")
+        .arg(policy)
+        .env("REGISTRY_AUTH_FILE", auth)
+        .env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir.join("xdg"));
+    c
+}
+
+/// podman with a private store (vfs) in a temp dir, so the host's images, containers and
+/// caches stay untouched. For comparing against a second implementation.
+pub struct Podman {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Podman {
+    fn default() -> Self {
+        Podman::new()
+    }
+}
+
+impl Podman {
+    pub fn new() -> Podman {
+        let dir = tempfile::Builder::new()
+            .prefix("dockmaster-podman-")
+            .tempdir()
+            .expect("podman temp dir");
+        fs::write(dir.path().join("auth.json"), "{}").expect("write podman auth file");
+        Podman { dir }
+    }
+
+    /// `podman --root ... --runroot ...` with cgroupfs and no events; append arguments.
+    pub fn cmd(&self) -> Command {
+        let d = self.dir.path();
+        let mut c = with_private_var_lib("podman");
+        c.arg("--root")
+            .arg(d.join("root"))
+            .arg("--runroot")
+            .arg(d.join("run"))
+            .arg("--tmpdir")
+            .arg(d.join("tmp"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
+            .args(["--events-backend", "none"])
+            .env("REGISTRY_AUTH_FILE", d.join("auth.json"))
+            .env("HOME", d)
+            .env("XDG_CONFIG_HOME", d.join("xdg"));
+        c
+    }
+
+    /// Pulls `reference` (TLS verification off), creates a container without starting it
+    /// and reads `podman export` of it as a [`super::layer::Tree`]. podman's export has no
+    /// extended attributes.
+    pub fn export(&self, reference: &str) -> super::layer::Tree {
+        run_ok(
+            self.cmd()
+                .args(["pull", "-q", "--tls-verify=false", reference]),
+        );
+        let id = run_ok(self.cmd().args(["create", reference]));
+        let tar = self.dir.path().join("export.tar");
+        run_ok(self.cmd().args(["export", "-o"]).arg(&tar).arg(id.trim()));
+        run_ok(self.cmd().args(["rm", id.trim()]));
+        let t = super::layer::Tree::from_tar(fs::File::open(&tar).expect("open export"));
+        let _ = fs::remove_file(&tar);
+        t
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.cmd().args(["rm", "-a", "-f"]).output();
+        let _ = self.cmd().args(["rmi", "-a", "-f"]).output();
+    }
+}
