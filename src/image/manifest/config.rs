@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{null_as_default, string_map, ImageManifest, ManifestError, Platform};
+use super::{empty_as_none, null_as_default, string_map, ImageManifest, ManifestError, Platform};
 use crate::image::Digest;
 
 /// An image config (`application/vnd.oci.image.config.v1+json` or Docker's
@@ -21,11 +21,16 @@ pub struct ImageConfig {
     pub architecture: String,
     #[serde(default, deserialize_with = "null_as_default")]
     pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub variant: Option<String>,
     #[serde(
         rename = "os.version",
         default,
+        deserialize_with = "empty_as_none",
         skip_serializing_if = "Option::is_none"
     )]
     pub os_version: Option<String>,

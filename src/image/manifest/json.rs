@@ -12,9 +12,29 @@ pub(super) enum J {
     Bool,
     /// The literal, e.g. `-0`, `7682`, `1.5e3`.
     Num(String),
-    Str(String),
+    Str(JStr),
     Arr(Vec<J>),
     Obj(Vec<(String, J)>),
+}
+
+/// A decoded string that remembers whether its literal used escapes: Go's time.Time reads
+/// the raw literal without unescaping it.
+pub(super) struct JStr {
+    pub(super) text: String,
+    pub(super) escaped: bool,
+}
+
+impl std::ops::Deref for JStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Debug for JStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.text, f)
+    }
 }
 
 impl J {
@@ -170,7 +190,12 @@ impl Parser<'_> {
                     }
                 }
             }
-            Some(b'"') => self.string().map(J::Str),
+            Some(b'"') => {
+                let start = self.i;
+                let text = self.string()?;
+                let escaped = self.b[start..self.i].contains(&b'\\');
+                Ok(J::Str(JStr { text, escaped }))
+            }
             Some(b't') => self.literal("true", J::Bool),
             Some(b'f') => self.literal("false", J::Bool),
             Some(b'n') => self.literal("null", J::Null),
@@ -338,7 +363,7 @@ mod tests {
     #[test]
     fn strings_decode_like_go() {
         let s = |src: &[u8]| match parse(src, false) {
-            Ok(J::Str(s)) => s,
+            Ok(J::Str(s)) => s.text,
             Ok(_) => panic!("not a string"),
             Err(e) => panic!("{e}"),
         };

@@ -198,6 +198,14 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// An optional string where `""` also means absent.
+pub(crate) fn empty_as_none<'de, D>(d: D) -> Result<Option<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+}
+
 /// A map of strings whose values may be `null` (Go decodes those as "").
 pub(crate) fn string_map<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
 where
@@ -274,7 +282,11 @@ pub struct ImageManifest {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub schema_version: u32,
     /// The body's `mediaType`, or the type [`parse_manifest`] resolved when the body had none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub media_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
@@ -331,7 +343,11 @@ pub struct ImageIndex {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub schema_version: u32,
     /// The body's `mediaType`, or the type [`parse_manifest`] resolved when the body had none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub media_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{media_types, null_as_default, Descriptor, ImageIndex, ManifestError};
+use super::{empty_as_none, media_types, null_as_default, Descriptor, ImageIndex, ManifestError};
 
 /// A platform as found in index descriptors and image configs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -14,11 +14,16 @@ pub struct Platform {
     pub architecture: String,
     #[serde(default)]
     pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub variant: Option<String>,
     #[serde(
         rename = "os.version",
         default,
+        deserialize_with = "empty_as_none",
         skip_serializing_if = "Option::is_none"
     )]
     pub os_version: Option<String>,

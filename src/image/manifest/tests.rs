@@ -266,6 +266,11 @@ fn nulls_mean_absent() {
         Some("")
     );
     assert_eq!(img.media_type.as_deref(), Some(media_types::OCI_MANIFEST));
+    let plat: Platform = serde_json::from_str(
+        r#"{"architecture":"amd64","os":"linux","variant":"","os.features":null}"#,
+    )
+    .unwrap();
+    assert_eq!(plat, p("linux/amd64"));
 }
 
 #[test]
@@ -748,6 +753,8 @@ fn validate_config_rules() {
     created("2015-10-31T22:22:56-07:00").unwrap();
     assert!(created("2015-10-31 22:22:56Z").is_err());
     assert!(created("yesterday").is_err());
+    // Go parses the raw literal: an escaped character is not part of a time.
+    assert!(created("2015-10-31T22:22:56\\u002e5Z").is_err());
     assert!(created("2015-13-01T00:00:00Z").is_err());
 
     let missing_rootfs = r#"{"architecture":"amd64","os":"linux"}"#;

@@ -268,7 +268,7 @@ fn go_check(v: &J, t: &Go, path: &str) -> R {
         (Go::Bytes, J::Str(s)) if go_base64_ok(s) => Ok(()),
         (Go::Bytes, J::Str(_)) => Err(Fail::new(path, "not valid padded base64")),
         (Go::Bytes, _) => Err(mismatch("base64 bytes")),
-        (Go::Time, J::Str(s)) if go_rfc3339_ok(s) => Ok(()),
+        (Go::Time, J::Str(s)) if !s.escaped && go_rfc3339_ok(s) => Ok(()),
         (Go::Time, J::Str(s)) => Err(Fail::new(path, format!("{s:?} is not an RFC 3339 time"))),
         (Go::Time, _) => Err(mismatch("a time string")),
         (Go::Slice(e), J::Arr(items)) => items
@@ -327,7 +327,7 @@ fn go_descriptor_digest(doc: &J) -> R {
     let mut digest = String::new();
     for v in go_entries(doc, struct_fields(&GO_DESCRIPTOR), "digest") {
         if let J::Str(s) = v {
-            digest = s.clone();
+            digest = s.text.clone();
         }
     }
     match Digest::parse(&digest) {
@@ -346,7 +346,7 @@ fn go_config_env(doc: &J) -> R {
                 env = items
                     .iter()
                     .map(|x| match x {
-                        J::Str(s) => s.clone(),
+                        J::Str(s) => s.text.clone(),
                         _ => String::new(),
                     })
                     .collect();
