@@ -1,12 +1,13 @@
 //! Command-line interface: clap definitions and dispatch, one file per verb family.
 
 pub mod debug;
+pub mod image;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::DEFAULT_ROOT;
+use crate::config::{AgentConfig, DEFAULT_ROOT};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +28,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Pull an image from a registry into the local store.
+    Pull(image::PullArgs),
+    /// List images.
+    Images(image::ImagesArgs),
+    /// Remove images and the content only they used.
+    Rmi { references: Vec<String> },
+    /// Manage images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Tools for checking dockmaster's building blocks one at a time.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -34,7 +44,12 @@ pub enum Command {
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let config = || AgentConfig::load(cli.config.as_deref());
     match cli.command {
+        Command::Pull(a) => image::pull(&cli.root, &config()?, a),
+        Command::Images(a) => image::images(&cli.root, a),
+        Command::Rmi { references } => image::rmi(&cli.root, references),
+        Command::Image(cmd) => image::run(&cli.root, &config()?, cmd),
         Command::Debug(cmd) => debug::run(cmd, &cli.root),
     }
 }
