@@ -142,3 +142,54 @@ fn backwards_compatibility_digests() {
     }
     assert!(checked > 0, "no vector carried a digest");
 }
+
+/// Untrusted bytes never panic: every prefix and a spread of single-byte corruptions of every
+/// vector go through `validate`, `parse_manifest` and `parse_config`. A prefix is only valid
+/// when nothing but whitespace was cut.
+#[test]
+fn truncated_and_corrupted_documents_are_handled() {
+    let doc = load_vectors();
+    let mut checked = 0usize;
+    for set in ["vectors", "spec_examples"] {
+        for v in doc[set].as_array().expect("vector array") {
+            let json = v
+                .get("json_converted")
+                .or_else(|| v.get("json"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let Some(kind) = v["validate_as"].as_str().and_then(Kind::from_media_type) else {
+                continue;
+            };
+            let bytes = json.as_bytes();
+            for cut in 0..bytes.len() {
+                let prefix = &bytes[..cut];
+                let ok = manifest::validate(kind, prefix).is_ok();
+                let only_space_cut = bytes[cut..].iter().all(u8::is_ascii_whitespace);
+                assert!(
+                    !ok || only_space_cut,
+                    "{}: prefix of {cut} bytes validated",
+                    v["id"]
+                );
+                let _ = manifest::parse_manifest(prefix, None);
+                let _ = manifest::parse_config(prefix);
+                checked += 1;
+            }
+            for (i, corrupt) in [b'"', b'{', b']', b'\\', 0xff, b'-', b'9']
+                .iter()
+                .enumerate()
+            {
+                let mut m = bytes.to_vec();
+                if m.is_empty() {
+                    continue;
+                }
+                let at = (i * 7919) % m.len();
+                m[at] = *corrupt;
+                let _ = manifest::validate(kind, &m);
+                let _ = manifest::parse_manifest(&m, Some("application/json"));
+                let _ = manifest::parse_config(&m);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 1000, "only {checked} documents tried");
+}

@@ -436,7 +436,10 @@ enum DocClass {
     Unknown,
 }
 
+/// Media types compare case-insensitively (RFC 6838).
 fn classify(media_type: &str) -> DocClass {
+    let media_type = media_type.to_ascii_lowercase();
+    let media_type = media_type.as_str();
     if media_types::is_image_manifest(media_type) {
         DocClass::Image
     } else if media_types::is_index(media_type) {
@@ -449,8 +452,8 @@ fn classify(media_type: &str) -> DocClass {
 }
 
 /// Parses a manifest body. The media type is the body's `mediaType` when present, else the
-/// Content-Type (parameters stripped), else inferred from the shape (`manifests` -> OCI index,
-/// `config` + `layers` -> OCI manifest). Docker schema 1 is refused with an error saying so;
+/// Content-Type (parameters stripped), else inferred from the shape like containerd does
+/// (`manifests` -> OCI index, `config` or `layers` -> OCI manifest, both -> error). Docker schema 1 is refused with an error saying so;
 /// unknown media types are refused with an error naming the type. When body and Content-Type
 /// disagree the body wins, unless one says index and the other image manifest.
 pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest, ManifestError> {

@@ -133,6 +133,9 @@ fn body_media_type_wins_unless_index_and_manifest_are_crossed() {
     let body = docker_manifest(true);
     let m = parse_manifest(body.as_bytes(), Some(media_types::OCI_MANIFEST)).unwrap();
     assert_eq!(m.media_type(), media_types::DOCKER_MANIFEST_V2);
+    let shouting = body.replace("vnd.docker.distribution", "VND.DOCKER.DISTRIBUTION");
+    let m = parse_manifest(shouting.as_bytes(), None).unwrap();
+    assert!(m.as_image().is_some());
 
     let err = parse_manifest(body.as_bytes(), Some(media_types::OCI_INDEX)).unwrap_err();
     assert!(
