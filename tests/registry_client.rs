@@ -213,6 +213,13 @@ fn pulls_over_tls_with_certs_d_and_explains_unknown_ca() {
         msg.contains(&format!("certs.d/{}/ca.crt", reg.host())),
         "{msg}"
     );
+
+    // Listed as insecure: like Docker, HTTPS without certificate verification.
+    let mut o = options(bare.path());
+    o.insecure = vec![reg.host()];
+    let client = RegistryClient::new(o).unwrap();
+    let m = rt().block_on(client.fetch_manifest(&r, ACCEPT)).unwrap();
+    assert_eq!(m.digest.to_string(), img.digest());
 }
 
 #[test]
