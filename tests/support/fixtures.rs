@@ -310,24 +310,25 @@ pub fn tampered(reg: &Registry, repo: &str, tag: &str) -> Image {
     img
 }
 
-/// Deterministic incompressible bytes (sha256 in counter mode over `seed`).
+/// Deterministic incompressible bytes: SplitMix64 seeded with sha256 of `seed`.
 pub fn pseudo_random(len: usize, seed: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 32);
     let key = sha2::Sha256::digest(seed.as_bytes());
-    let mut counter: u64 = 0;
+    let mut state = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
+    let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
-        let mut h = sha2::Sha256::new();
-        h.update(key);
-        h.update(counter.to_le_bytes());
-        out.extend_from_slice(&h.finalize());
-        counter += 1;
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
     }
     out.truncate(len);
     out
 }
 
 /// An image of `layers` layers holding `total_bytes` of incompressible data together, each a
-/// single file `/data/blob-N`. Layers are gzip at level 1 (random data stays its size).
+/// single file `/data/blob-N`. Layers are gzip with stored (uncompressed) deflate blocks:
+/// random data would not shrink anyway, and building stays fast.
 /// Deterministic: same arguments, same digests.
 pub fn large_incompressible(total_bytes: u64, layers: usize) -> Image {
     assert!(layers > 0, "at least one layer");
@@ -354,7 +355,7 @@ pub fn large_incompressible(total_bytes: u64, layers: usize) -> Image {
         let diff_id = sha256_digest(&tar);
         let mut gz = flate2::write::GzEncoder::new(
             Vec::with_capacity(tar.len() + tar.len() / 100),
-            flate2::Compression::fast(),
+            flate2::Compression::none(),
         );
         gz.write_all(&tar).expect("gzip");
         let data = gz.finish().expect("gzip");
