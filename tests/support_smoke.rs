@@ -290,6 +290,11 @@ fn token_mode_anonymous_and_expiry_options() {
     );
     assert_eq!(claims["access"][0]["actions"], serde_json::json!(["pull"]));
     assert_eq!(claims["sub"], "");
+    let bearer = format!("Bearer {}", v["token"].as_str().unwrap());
+    assert_eq!(
+        get(&reg, "/v2/", Some(&bearer), "*/*").status().as_u16(),
+        200
+    );
     let realm = ts.realm();
     drop(reg);
     // The token server's port is closed with the registry.
