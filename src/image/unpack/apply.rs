@@ -170,6 +170,11 @@ impl Applier<'_> {
         e: &Entry,
         buf: &mut [u8],
     ) -> Result<(), UnpackError> {
+        // Like containerd (whose path-based calls fail with ENAMETOOLONG); it also bounds how
+        // deep one entry can make the tree.
+        if e.name.len() >= libc::PATH_MAX as usize || e.link.len() >= libc::PATH_MAX as usize {
+            return Err(self.refused(e, "name or link target longer than PATH_MAX"));
+        }
         let comps = clean(&e.name);
         // A name that resolves to the root itself (".", "./", "..") is ignored, as in
         // containerd: a layer does not change the metadata of the directory it is applied to.

@@ -920,3 +920,120 @@ fn missing_target_directory_is_an_error() {
         .expect_err("missing dest");
     assert!(matches!(err, UnpackError::Target { .. }));
 }
+
+// ---- overlayfs ---------------------------------------------------------------------------
+
+/// Unmounts on drop, also when the test fails.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Relative path, kind and content of everything below `root`, sorted.
+fn listing(root: &Path) -> Vec<(String, &'static str, Vec<u8>)> {
+    let mut out: Vec<_> = walk(root)
+        .into_iter()
+        .map(|p| {
+            let md = lstat(&p);
+            let rel = p
+                .strip_prefix(root)
+                .expect("below root")
+                .to_string_lossy()
+                .into_owned();
+            let (kind, content) = if md.is_dir() {
+                ("dir", Vec::new())
+            } else if md.file_type().is_symlink() {
+                let t = fs::read_link(&p).expect("readlink");
+                ("symlink", t.to_string_lossy().into_owned().into_bytes())
+            } else if md.is_file() {
+                ("file", fs::read(&p).expect("read"))
+            } else {
+                ("other", Vec::new())
+            };
+            (rel, kind, content)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn overlay_snapshots_mount_to_the_same_tree_as_applying() {
+    let sb = Sandbox::new();
+    let mut lower = Layer::new();
+    lower
+        .dir("a")
+        .file("a/old", b"old")
+        .dir("a/sub")
+        .file("a/sub/deep", b"deep")
+        .file("gone", b"gone")
+        .dir("gonedir")
+        .file("gonedir/f", b"f")
+        .dir("b")
+        .file("b/x", b"x")
+        .file("b/y", b"y")
+        .dir("d")
+        .file("d/old", b"old")
+        .symlink("l", "b/y")
+        .file("keep", b"keep");
+    let mut upper = Layer::new();
+    upper
+        .dir("a")
+        .file("a/new", b"new")
+        .file("a/.wh..wh..opq", b"")
+        .file(".wh.gone", b"")
+        .file(".wh.gonedir", b"")
+        .file("b/.wh.x", b"")
+        .file(".wh.d", b"")
+        .dir("d")
+        .file("d/new", b"new")
+        .file(".wh.l", b"")
+        .file("fresh", b"fresh");
+    let (lower, upper) = (lower.finish(), upper.finish());
+
+    let flat = sb.root.join("flat");
+    let (l0, l1, merged) = (
+        sb.root.join("l0"),
+        sb.root.join("l1"),
+        sb.root.join("merged"),
+    );
+    for d in [&flat, &l0, &l1, &merged] {
+        fs::create_dir(d).expect("mkdir");
+    }
+    apply_bytes(&lower, &flat, WhiteoutMode::Apply).expect("flat lower");
+    apply_bytes(&upper, &flat, WhiteoutMode::Apply).expect("flat upper");
+    apply_bytes(&lower, &l0, WhiteoutMode::Overlay).expect("snapshot lower");
+    apply_bytes(&upper, &l1, WhiteoutMode::Overlay).expect("snapshot upper");
+
+    let opts = format!("lowerdir={}:{}", l1.display(), l0.display());
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::MS_RDONLY,
+        Some(opts.as_str()),
+    )
+    .expect("mount overlay");
+    let _guard = Mounted(merged.clone());
+    let want = listing(&flat);
+    assert_eq!(listing(&merged), want);
+    let names: Vec<_> = want.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(
+        names,
+        ["a", "a/new", "b", "b/y", "d", "d/new", "fresh", "keep"]
+    );
+}
+
+#[test]
+fn names_longer_than_path_max_are_refused() {
+    let sb = Sandbox::new();
+    let deep = "a/".repeat(3000);
+    let mut l = Layer::new();
+    l.pax(&[("path", deep.as_bytes())]).file("short", b"x");
+    let err = sb.apply(&l.finish()).expect_err("too long");
+    assert!(err.to_string().contains("PATH_MAX"), "{err}");
+    sb.assert_untouched();
+}
