@@ -597,3 +597,65 @@ pub(super) fn remove_all_at(dir: RawFd, name: &CStr) -> io::Result<Option<libc::
 pub(super) fn prune_dir(dir: &DirHandle, keep: Keep) -> io::Result<()> {
     prune(DirStream::open_at(dir.raw(), c".")?, dir.ino, Some(keep))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ino_of(h: &DirHandle) -> u64 {
+        h.ino
+    }
+
+    /// The kernel fast path and the user-space walk agree wherever both apply, and the walk
+    /// alone (as on kernels without openat2) resolves symlinks inside the root.
+    #[test]
+    fn walk_matches_openat2_and_stays_inside() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("root");
+        for d in ["root/a/b/c", "root/etc", "outside"] {
+            std::fs::create_dir_all(tmp.path().join(d)).expect("mkdir");
+        }
+        std::os::unix::fs::symlink("/etc", root.join("abs")).expect("symlink");
+        std::os::unix::fs::symlink("../../../etc", root.join("a/rel")).expect("symlink");
+        std::os::unix::fs::symlink("nope/../a/b", root.join("lex")).expect("symlink");
+        std::os::unix::fs::symlink("loop", root.join("loop")).expect("symlink");
+        std::fs::write(root.join("file"), "x").expect("write");
+        let ino = |p: &str| {
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(root.join(p)).expect("stat"))
+        };
+        let mut fast = Root::open(&root, 0o022).expect("open");
+        let mut slow = Root::open(&root, 0o022).expect("open");
+        slow.use_openat2 = false;
+        let cases: &[(&[&[u8]], u64)] = &[
+            (&[b"a", b"b", b"c"], ino("a/b/c")),
+            (&[b"abs"], ino("etc")),
+            (&[b"a", b"rel"], ino("etc")),
+            (&[b"lex", b"c"], ino("a/b/c")),
+            (&[b"..", b"a", b"..", b"etc"], ino("etc")),
+        ];
+        for (comps, want) in cases {
+            for r in [&mut fast, &mut slow] {
+                let h = r.resolve(comps, false).expect("resolve");
+                assert_eq!(ino_of(&h), *want, "{comps:?}");
+            }
+        }
+        for r in [&mut fast, &mut slow] {
+            let e = r.resolve(&[b"loop"], false).err().expect("loop");
+            assert!(is_errno(&e, libc::ELOOP), "{e}");
+            let e = r.resolve(&[b"file", b"x"], false).err().expect("file");
+            assert!(is_errno(&e, libc::ENOTDIR), "{e}");
+            let e = r.resolve(&[b"missing"], false).err().expect("missing");
+            assert!(is_errno(&e, libc::ENOENT), "{e}");
+        }
+        // Creating through an absolute symlink creates inside the root.
+        slow.resolve(&[b"abs", b"new", b"deeper"], true)
+            .expect("create");
+        assert!(root.join("etc/new/deeper").is_dir());
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("outside"))
+                .expect("read")
+                .count(),
+            0
+        );
+    }
+}
