@@ -242,7 +242,8 @@ impl<R: Read> TarReader<R> {
     ) -> Result<Entry, String> {
         let magic = &block[257..263];
         let version = &block[263..265];
-        let ustar = magic == b"ustar\0" && version == b"00";
+        // Like Go's reader, the ustar version field is not checked (writers disagree on it).
+        let ustar = magic == b"ustar\0";
         let gnu = magic == b"ustar " && version == b" \0";
         let star = ustar && &block[508..512] == b"tar\0";
 
