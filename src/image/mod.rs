@@ -56,7 +56,8 @@ pub enum ImageError {
     },
     #[error("layer {digest}: unsupported media type {media_type:?}")]
     UnsupportedLayer { digest: Digest, media_type: String },
-    #[error("layer {layer}: {source}")]
+    /// The unpacker's message already names the layer and the entry.
+    #[error("{source}")]
     Unpack {
         layer: Digest,
         source: unpack::UnpackError,

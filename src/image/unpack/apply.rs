@@ -41,6 +41,34 @@ pub(super) fn clean(name: &[u8]) -> Vec<&[u8]> {
     out
 }
 
+/// Whether an entry name climbs above the layer root with `..` and then names something
+/// there (`../x`, `a/../../x`). containerd would clamp such a name at the root; Docker's
+/// archive code and this project refuse it: no legitimate image builder writes one. A bare
+/// `..` names the root itself and is ignored like `.` (as the conformance data expects).
+pub(super) fn climbs_out(name: &[u8]) -> bool {
+    let mut depth: i64 = 0;
+    let mut escaped = false;
+    for c in name.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                depth -= 1;
+                if depth < 0 {
+                    escaped = true;
+                    depth = 0;
+                }
+            }
+            _ => {
+                if escaped {
+                    return true;
+                }
+                depth += 1;
+            }
+        }
+    }
+    false
+}
+
 pub(super) fn apply<R: Read>(
     tar: R,
     dest: &Path,
@@ -174,6 +202,9 @@ impl Applier<'_> {
         // deep one entry can make the tree.
         if e.name.len() >= libc::PATH_MAX as usize || e.link.len() >= libc::PATH_MAX as usize {
             return Err(self.refused(e, "name or link target longer than PATH_MAX"));
+        }
+        if climbs_out(&e.name) {
+            return Err(self.refused(e, "entry name climbs out of the layer root with '..'"));
         }
         let comps = clean(&e.name);
         // A name that resolves to the root itself (".", "./", "..") is ignored, as in
