@@ -58,7 +58,7 @@ sk="rm -rf $WORK/sk $WORK/skx && skopeo copy -q docker://$IMAGE oci:$WORK/sk:lat
 tx="rm -rf $WORK/tx && mkdir $WORK/tx && for l in $LAYERS; do tar -xzf $WORK/layout/blobs/sha256/\$l -C $WORK/tx; done"
 
 hyperfine -N --runs "$RUNS" --warmup 1 --export-json "$WORK/h.json" \
-  --prepare "sync; rm -rf $WORK/dm $WORK/podman $WORK/sk $WORK/skx $WORK/tx" \
+  --prepare "sh -c 'sync; rm -rf $WORK/dm $WORK/podman $WORK/sk $WORK/skx $WORK/tx'" \
   -n dockmaster "sh -c '$dm'" \
   -n "podman pull" "sh -c '$pm'" \
   -n "skopeo copy + tar -xzf" "sh -c '$sk'" \

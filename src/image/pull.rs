@@ -20,7 +20,7 @@ use super::{ImageError, ImageStore, Reference};
 
 /// Largest config blob accepted (real ones are a few KiB).
 pub const MAX_CONFIG_SIZE: u64 = 32 * 1024 * 1024;
-const CHANNEL_CHUNKS: usize = 32;
+const CHANNEL_CHUNKS: usize = 4;
 
 /// What the CLI shows while pulling. Implementations must be cheap: `bytes` is called per chunk.
 pub trait PullProgress: Send + Sync {
