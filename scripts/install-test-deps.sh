@@ -9,6 +9,7 @@ packages=(
   apache2-utils     # htpasswd -B for the registry's basic auth mode
   openssl           # test CA and token-server keys
   python3           # external conformance runners in ../shared/conformance
+  skopeo podman     # reference tools: the smoke tests check our fixtures against them
   iproute2 util-linux ca-certificates curl
 )
 missing=()
