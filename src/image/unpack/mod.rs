@@ -3,10 +3,11 @@
 //!
 //! `apply_layer` reads an uncompressed layer tar and applies it onto a directory the way
 //! containerd's `archive.Apply` does, so a layer means the same thing here as under `docker`:
-//! entry names and symlinks are resolved *inside* the target (an absolute symlink or a `..`
-//! that would leave it stays at its top, exactly like a chroot), nothing outside the target is
-//! ever created, modified or followed, and whiteouts are either applied (flattening) or
-//! converted to overlayfs form (one snapshot per layer).
+//! absolute entry names and symlinks are resolved *inside* the target (an absolute symlink or
+//! a `..` in a link target that would leave it stays at its top, exactly like a chroot), an
+//! entry *name* that climbs out with `..` is refused (as Docker's archive code does), nothing
+//! outside the target is ever created, modified or followed, and whiteouts are either
+//! applied (flattening) or converted to overlayfs form (one snapshot per layer).
 
 mod apply;
 mod root;
