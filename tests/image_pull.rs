@@ -627,6 +627,7 @@ fn concurrent_pulls_fetch_each_blob_once() {
             l.digest()
         );
     }
+    assert_eq!(proxy.blob_gets(img.id()), 1, "config fetched once");
     assert_export_has_layer_files(&t, &reference, &img);
 }
 

@@ -184,11 +184,20 @@ impl Puller {
             .into());
         }
         if !self.store.content.contains(&desc.digest) {
-            let bytes = self
-                .client
-                .fetch_blob_bytes(reference, &desc.digest, desc.size)
-                .await?;
-            self.store.content.write_bytes(&desc.digest, &bytes)?;
+            // Same single-flight rule as layers: a concurrent pull of this image waits for
+            // the lock and then finds the config stored.
+            let content = self.store.content.clone();
+            let d = desc.digest.clone();
+            let _lock = tokio::task::spawn_blocking(move || content.lock(&d))
+                .await
+                .map_err(|e| ImageError::Internal(format!("lock task: {e}")))??;
+            if !self.store.content.contains(&desc.digest) {
+                let bytes = self
+                    .client
+                    .fetch_blob_bytes(reference, &desc.digest, desc.size)
+                    .await?;
+                self.store.content.write_bytes(&desc.digest, &bytes)?;
+            }
         }
         Ok(self.store.content.read(&desc.digest, MAX_CONFIG_SIZE)?)
     }
