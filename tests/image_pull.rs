@@ -803,3 +803,30 @@ fn parse_ref_prints_normalized_json_and_refuses_bad_references() {
     let err = run_err(t.dockmaster().args(["pull", "a//b"]));
     assert!(err.contains("invalid reference format"), "{err}");
 }
+
+#[test]
+fn pull_by_digest_and_find_by_id_or_digest() {
+    let reg = Registry::start(Mode::Plain);
+    let img = busybox();
+    reg.push("fixtures/pinned", "v1", &img);
+    let t = TempRoot::new();
+    let pinned = format!("{}/fixtures/pinned@{}", reg.host(), img.digest());
+    assert_eq!(pull(&t, &pinned).trim(), pinned);
+    // a digest that the registry does not have is a clear not-found error
+    let missing = format!("{}/fixtures/pinned@sha256:{}", reg.host(), "0".repeat(64));
+    let err = run_err(t.dockmaster().args(["pull", &missing]));
+    assert!(err.contains("fixtures/pinned"), "{err}");
+    // inspect by short image ID (config digest prefix) and by the pinned reference
+    let short = &img.id()["sha256:".len().."sha256:".len() + 12];
+    for query in [short, pinned.as_str()] {
+        let v: serde_json::Value =
+            serde_json::from_str(&run_ok(t.dockmaster().args(["image", "inspect", query])))
+                .unwrap();
+        assert_eq!(v["Id"], img.id(), "{query}");
+    }
+    let err = run_err(t.dockmaster().args(["image", "inspect", "deadbeef"]));
+    assert!(
+        err.contains("deadbeef") && err.contains("not found"),
+        "{err}"
+    );
+}
