@@ -30,3 +30,37 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+/// Whether the process that made a temp entry named `<anything>-<pid>-<seq>` still runs.
+/// Entries of dead processes are garbage a crash left behind.
+pub fn temp_owner_alive(name: &str) -> bool {
+    name.rsplit('-')
+        .nth(1)
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_owner_is_read_from_the_name() {
+        let me = std::process::id();
+        assert!(temp_owner_alive(&format!("abc-{me}-7")));
+        assert!(!temp_owner_alive("abc-notapid-7"));
+        assert!(!temp_owner_alive("plain"));
+        // pid_max here is far below this
+        assert!(!temp_owner_alive("abc-4000000000-1"));
+    }
+
+    #[test]
+    fn write_atomic_replaces_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -113,8 +113,7 @@ impl SnapshotStore {
         for e in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let e = e.map_err(io_err(&dir))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<i32>().ok());
-            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            let alive = fsutil::temp_owner_alive(&name);
             if !alive && fs::remove_dir_all(e.path()).is_ok() {
                 removed += 1;
             }

@@ -236,8 +236,7 @@ impl ContentStore {
                 continue;
             };
             // `<digest-or-unknown>-<pid>-<seq>`: a partial of a live process is kept.
-            let pid = stem.rsplit('-').nth(1).and_then(|p| p.parse::<i32>().ok());
-            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            let alive = fsutil::temp_owner_alive(stem);
             if !alive && fs::remove_file(e.path()).is_ok() {
                 removed += 1;
             }
