@@ -8,3 +8,4 @@ pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod image;
+pub mod runtime;

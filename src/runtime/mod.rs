@@ -1,0 +1,2 @@
+//! The container runtime: the OCI spec builder, shims, logs and the shim protocol.
+pub mod spec;
