@@ -1,2 +1,3 @@
 //! The container runtime: the OCI spec builder, shims, logs and the shim protocol.
 pub mod spec;
+pub mod logs;
