@@ -179,7 +179,8 @@ pub struct ContainerOptions {
     pub command: Vec<String>,
     /// Replaces the image's Entrypoint and drops its Cmd; `Some(vec![])` resets both.
     pub entrypoint: Option<Vec<String>>,
-    /// Lines read from `--env-file`s, in order; `env` wins over them.
+    /// `K=V` entries from `--env-file`s (comments and blank lines already dropped), in order;
+    /// `env` wins over them.
     pub env_files: Vec<String>,
     /// `-e K=V`; a bare `K` unsets an image variable (Docker's rule).
     pub env: Vec<String>,
@@ -189,7 +190,8 @@ pub struct ContainerOptions {
     pub group_add: Vec<String>,
     /// `-w`; `None` keeps the image's working dir (default `/`). Must be absolute.
     pub working_dir: Option<String>,
-    /// `None`: the first 12 characters of the container id.
+    /// `None`: the first 12 characters of the container id. (With the host's network Docker
+    /// uses the host's name; a caller wanting that passes it here.)
     pub hostname: Option<String>,
     pub tty: bool,
     pub read_only: bool,
