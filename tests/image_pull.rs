@@ -830,3 +830,31 @@ fn pull_by_digest_and_find_by_id_or_digest() {
         "{err}"
     );
 }
+
+#[test]
+fn explicit_platform_must_match_a_single_platform_image() {
+    let reg = Registry::start(Mode::Plain);
+    let arm = ImageBuilder::new()
+        .layer(busybox_rootfs().build())
+        .platform("linux", "arm64", Some("v8"))
+        .build();
+    reg.push("fixtures/armonly", "v1", &arm);
+    let reference = reg.reference("fixtures/armonly", "v1");
+    let t = TempRoot::new();
+    let err = run_err(
+        t.dockmaster()
+            .args(["pull", "--platform", "linux/amd64", &reference]),
+    );
+    assert!(
+        err.contains("linux/arm64") && err.contains("linux/amd64"),
+        "{err}"
+    );
+    assert!(images_json(&t).is_empty());
+    run_ok(
+        t.dockmaster()
+            .args(["pull", "--platform", "linux/arm64", &reference]),
+    );
+    // without --platform it is pulled with a warning, like docker
+    let t = TempRoot::new();
+    pull(&t, &reference);
+}

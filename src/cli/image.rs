@@ -83,6 +83,7 @@ pub fn pull(root: &Path, config: &AgentConfig, args: PullArgs) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("invalid image reference {:?}: {e}", args.reference))?;
     let opts = PullOptions {
         platform: platform_arg(&args.platform)?,
+        platform_explicit: args.platform.is_some(),
         ..PullOptions::default()
     };
     let store = open_store(root)?;

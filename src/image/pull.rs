@@ -38,6 +38,9 @@ impl PullProgress for NoProgress {}
 #[derive(Debug, Clone)]
 pub struct PullOptions {
     pub platform: Platform,
+    /// The user asked for `platform` (`--platform`): a single-platform image of another
+    /// platform is then an error, as with `docker pull --platform`; otherwise a warning.
+    pub platform_explicit: bool,
     pub max_concurrent_layers: usize,
 }
 
@@ -45,6 +48,7 @@ impl Default for PullOptions {
     fn default() -> Self {
         PullOptions {
             platform: Platform::host(),
+            platform_explicit: false,
             max_concurrent_layers: 4,
         }
     }
@@ -138,6 +142,20 @@ impl Puller {
             reference: reference.to_string(),
             source: e,
         })?;
+        let image_platform = config.platform();
+        if !image_platform.os.is_empty() && !opts.platform.matches(&image_platform) {
+            if opts.platform_explicit {
+                return Err(ImageError::Invalid(format!(
+                    "image {reference} is for {image_platform}, not the requested {}",
+                    opts.platform
+                )));
+            }
+            tracing::warn!(
+                image = %reference,
+                "image platform {image_platform} does not match this host ({})",
+                opts.platform
+            );
+        }
         let diff_ids = config.rootfs.diff_ids.clone();
         if diff_ids.len() != image.layers.len() {
             return Err(ImageError::LayerCountMismatch {
