@@ -81,7 +81,7 @@ impl Client {
                 ours,
                 message,
             }),
-            other => Err(client.unexpected("hello", other)),
+            other => Err(client.refused_or_unexpected("hello", other)),
         }
     }
 
@@ -233,11 +233,21 @@ pub fn bind_listener(path: &Path) -> io::Result<UnixListener> {
                 format!("{} exists and is not a socket", path.display()),
             ));
         }
-        match with_short_path(path, |p| UnixStream::connect(p)) {
+        // Bounded: a live but stuck shim with a full backlog must not hang us.
+        match connect_unix(path, STALE_CHECK_TIMEOUT) {
             Ok(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
                     format!("{} is in use by a live process", path.display()),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "{} is in use by a process that does not accept",
+                        path.display()
+                    ),
                 ))
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => fs::remove_file(path)?,
@@ -248,6 +258,9 @@ pub fn bind_listener(path: &Path) -> io::Result<UnixListener> {
     listener.set_nonblocking(true)?;
     Ok(listener)
 }
+
+/// How long [`bind_listener`] tries to reach a process behind an existing socket file.
+const STALE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `sockaddr_un.sun_path` holds 108 bytes including the terminating NUL.
 const SUN_PATH_MAX: usize = 107;

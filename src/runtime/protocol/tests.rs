@@ -709,6 +709,12 @@ fn connect_times_out_when_the_backlog_is_full() {
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
     assert!(took >= timeout && took < Duration::from_secs(3), "{took:?}");
     assert!(err.to_string().contains("busy.sock"), "{err}");
+    // bind_listener does not hang on such a socket, nor take it over.
+    let start = Instant::now();
+    let err = bind_listener(&path).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    assert!(start.elapsed() < Duration::from_secs(3));
+    drop(held);
 }
 
 #[test]
