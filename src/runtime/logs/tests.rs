@@ -204,24 +204,40 @@ fn writer_memory_stays_bounded_without_newlines() {
     for _ in 0..64 {
         w.write(Stream::Stderr, &chunk);
         assert!(w.buffered() < LINE_CAP);
-        assert!(w.encode_buffer_capacity() <= 4 * LINE_CAP);
+        assert!(w.encode_buffer_capacity() <= 2 * 128 * 1024);
     }
     assert_eq!(w.stats().records, 64 * 64 * 1024 / LINE_CAP as u64);
 }
 
 #[test]
 fn rotation_keeps_max_files_and_bounds_size() {
+    // Line by line, and in big pipe-sized chunks (records batched into one write).
+    for chunked in [false, true] {
+        rotation_case(chunked);
+    }
+}
+
+fn rotation_case(chunked: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = log_path(&dir);
     let cfg = config(1000, 3);
     let mut w = LogWriter::open(&path, cfg).unwrap();
     let mut written = Vec::new();
     for i in 0..500 {
-        let line = format!("line {i:04} {}\n", "#".repeat(i % 37));
-        w.write(Stream::Stdout, line.as_bytes());
-        written.push(line);
+        written.push(format!("line {i:04} {}\n", "#".repeat(i % 37)));
+    }
+    if chunked {
+        let all = written.concat();
+        for piece in all.as_bytes().chunks(4000) {
+            w.write(Stream::Stdout, piece);
+        }
+    } else {
+        for line in &written {
+            w.write(Stream::Stdout, line.as_bytes());
+        }
     }
     let stats = w.close().unwrap();
+    assert_eq!(stats.records, 500);
     assert!(stats.rotations > 10, "{stats:?}");
 
     let mut names: Vec<String> = fs::read_dir(dir.path())

@@ -12,6 +12,10 @@ use super::{
     rotated_files, rotated_path, LogError, Stream, DEFAULT_MAX_FILES, DEFAULT_MAX_SIZE, LINE_CAP,
 };
 
+/// Encoded bytes collected before a write; one pipe read of 64 KiB of short lines becomes
+/// a single write instead of hundreds.
+const BATCH_BYTES: usize = 128 * 1024;
+
 /// Most files a configuration may keep; more is a typo, not a log policy.
 const MAX_FILES_LIMIT: usize = 1000;
 
@@ -103,7 +107,14 @@ pub struct LogWriter {
     /// with a newline so the damage stays confined to one skipped line.
     torn: bool,
     pending: [Pending; 2],
-    buf: Vec<u8>,
+    /// Records encoded during one `write` call, written together (at most about
+    /// [`BATCH_BYTES`] plus one record).
+    batch: Vec<u8>,
+    batch_records: u64,
+    /// The time stamped on records completed by the current `write` call.
+    now: Option<SystemTime>,
+    /// Last timestamp formatted, reused while it does not change.
+    stamp: (SystemTime, String),
     clock: fn() -> SystemTime,
     stats: LogWriterStats,
     last_error: Option<LogError>,
@@ -126,10 +137,7 @@ impl LogWriter {
                 source,
             })?
             .len();
-        let torn = size > 0 && {
-            let mut last = [0u8; 1];
-            !matches!(file.read_at(&mut last, size - 1), Ok(1) if last[0] == b'\n')
-        };
+        let torn = ends_torn(&file, size);
         // A smaller max_files than last time: the surplus would never be rotated away.
         if let Ok(files) = rotated_files(&path) {
             for (n, p) in files {
@@ -145,7 +153,10 @@ impl LogWriter {
             size,
             torn,
             pending: Default::default(),
-            buf: Vec::with_capacity(4096),
+            batch: Vec::with_capacity(4096),
+            batch_records: 0,
+            now: None,
+            stamp: (SystemTime::UNIX_EPOCH, String::new()),
             clock: SystemTime::now,
             stats: LogWriterStats::default(),
             last_error: None,
@@ -177,7 +188,7 @@ impl LogWriter {
 
     #[cfg(test)]
     pub(super) fn encode_buffer_capacity(&self) -> usize {
-        self.buf.capacity()
+        self.batch.capacity()
     }
 
     /// The most recent error since the last call, if any.
@@ -221,12 +232,16 @@ impl LogWriter {
                 }
             }
         }
+        self.flush_batch();
+        self.now = None;
     }
 
     /// The pipe of `stream` reached EOF: its unterminated last line becomes a record without
     /// newline, as Docker writes it.
     pub fn close_stream(&mut self, stream: Stream) {
         self.flush_partial(stream, false);
+        self.flush_batch();
+        self.now = None;
     }
 
     /// Flushes both streams' unterminated lines and syncs the file; returns the last error
@@ -273,76 +288,99 @@ impl LogWriter {
         self.pending[stream.index()].bytes = pending;
     }
 
-    /// Encodes and appends one record; `complete` records end the line (their content ends
-    /// with the newline).
+    /// Encodes one record into the batch; `complete` records end the line (their content
+    /// ends with the newline). All records completed by one `write` call carry the same
+    /// time: their bytes arrived together.
     fn emit(&mut self, stream: Stream, content: &[u8], complete: bool) {
+        let now = *self.now.get_or_insert_with(self.clock);
         let slot = &mut self.pending[stream.index()];
         let time = if complete {
-            slot.partial_time.take().unwrap_or_else(self.clock)
+            slot.partial_time.take().unwrap_or(now)
         } else {
-            *slot.partial_time.get_or_insert_with(self.clock)
+            *slot.partial_time.get_or_insert(now)
         };
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        // Room for the newline that ends a torn record, decided once the target file is.
-        buf.push(b'\n');
-        encode_record(&mut buf, content, stream, &format_rfc3339_nano(time));
-        self.append(&buf);
-        // Keep the buffer's capacity, but not a rare huge one.
-        if buf.capacity() <= 4 * LINE_CAP {
-            self.buf = buf;
+        if self.stamp.0 != time || self.stamp.1.is_empty() {
+            self.stamp = (time, format_rfc3339_nano(time));
         }
-    }
-
-    /// Appends `buf`, one record preceded by a newline that is only written when the file
-    /// ends in a torn record.
-    fn append(&mut self, buf: &[u8]) {
-        let record = &buf[1..];
-        if self.size > 0 && self.size + record.len() as u64 > self.config.max_size {
-            if let Err(source) = self.rotate() {
-                self.last_error = Some(LogError::Rotate {
-                    path: self.path.clone(),
-                    source,
-                });
-            }
-        }
-        if self.file.is_none() {
-            match open_append(&self.path) {
-                Ok(f) => {
-                    self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                    self.file = Some(f);
-                }
-                Err(source) => {
-                    self.stats.dropped += 1;
-                    self.last_error = Some(LogError::Open {
+        let start = self.batch.len();
+        encode_record(&mut self.batch, content, stream, &self.stamp.1);
+        self.batch_records += 1;
+        let before = self.size + start as u64;
+        if before > 0 && self.size + self.batch.len() as u64 > self.config.max_size {
+            // This record starts a fresh file: write what precedes it, rotate, carry it over.
+            let record = self.batch.split_off(start);
+            self.batch_records -= 1;
+            self.flush_batch();
+            if self.size > 0 {
+                if let Err(source) = self.rotate() {
+                    self.last_error = Some(LogError::Rotate {
                         path: self.path.clone(),
                         source,
                     });
-                    return;
                 }
             }
+            self.batch.extend_from_slice(&record);
+            self.batch_records += 1;
+        }
+        if self.batch.len() >= BATCH_BYTES {
+            self.flush_batch();
+        }
+    }
+
+    /// Appends the batched records with one write. A file that ends in a torn record gets a
+    /// newline first, so the damage stays confined to one skipped line.
+    fn flush_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut self.batch_records);
+        if let Err(e) = self.append_batch() {
+            self.stats.dropped += records;
+            self.last_error = Some(e);
+        } else {
+            self.stats.records += records;
+        }
+        self.batch.clear();
+        if self.batch.capacity() > 2 * BATCH_BYTES {
+            self.batch = Vec::with_capacity(BATCH_BYTES);
+        }
+    }
+
+    fn append_batch(&mut self) -> Result<(), LogError> {
+        let write_err = |path: &Path, source| LogError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        if self.file.is_none() {
+            let f = open_append(&self.path).map_err(|source| LogError::Open {
+                path: self.path.clone(),
+                source,
+            })?;
+            self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            self.torn = ends_torn(&f, self.size);
+            self.file = Some(f);
         }
         let Some(file) = self.file.as_mut() else {
-            return;
+            return Ok(());
         };
-        let record = if self.torn { buf } else { record };
-        let len = record.len() as u64;
-        match file.write_all(record) {
+        if self.torn {
+            file.write_all(b"\n")
+                .map_err(|e| write_err(&self.path, e))?;
+            self.size += 1;
+            self.stats.bytes += 1;
+            self.torn = false;
+        }
+        match file.write_all(&self.batch) {
             Ok(()) => {
-                self.size += len;
-                self.torn = false;
-                self.stats.records += 1;
-                self.stats.bytes += len;
+                self.size += self.batch.len() as u64;
+                self.stats.bytes += self.batch.len() as u64;
+                Ok(())
             }
             Err(source) => {
-                // Part of the record may be on disk; the next one starts on a new line.
+                // Part of the batch may be on disk; the next write starts on a new line.
                 self.torn = true;
                 self.size = file.metadata().map(|m| m.len()).unwrap_or(self.size);
-                self.stats.dropped += 1;
-                self.last_error = Some(LogError::Write {
-                    path: self.path.clone(),
-                    source,
-                });
+                Err(write_err(&self.path, source))
             }
         }
     }
@@ -385,11 +423,7 @@ impl LogWriter {
     fn reopen(&mut self, result: io::Result<()>) -> io::Result<()> {
         let f = open_append(&self.path)?;
         self.size = f.metadata()?.len();
-        self.torn = false;
-        if self.size > 0 {
-            let mut last = [0u8; 1];
-            self.torn = !matches!(f.read_at(&mut last, self.size - 1), Ok(1) if last[0] == b'\n');
-        }
+        self.torn = ends_torn(&f, self.size);
         self.file = Some(f);
         result
     }
@@ -400,6 +434,12 @@ impl Drop for LogWriter {
         self.close_stream(Stream::Stdout);
         self.close_stream(Stream::Stderr);
     }
+}
+
+/// Whether a file of `size` bytes ends inside a record (its last byte is not a newline).
+fn ends_torn(file: &File, size: u64) -> bool {
+    let mut last = [0u8; 1];
+    size > 0 && !matches!(file.read_at(&mut last, size - 1), Ok(1) if last[0] == b'\n')
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
