@@ -204,9 +204,15 @@ fn writer_memory_stays_bounded_without_newlines() {
     for _ in 0..64 {
         w.write(Stream::Stderr, &chunk);
         assert!(w.buffered() < LINE_CAP);
-        assert!(w.encode_buffer_capacity() <= 2 * 128 * 1024);
+        assert!(w.encode_buffer_capacity() <= 16 * 1024);
     }
     assert_eq!(w.stats().records, 64 * 64 * 1024 / LINE_CAP as u64);
+    // After a burst of short lines, no big buffer is kept.
+    let burst = "short line\n".repeat(20_000);
+    w.write(Stream::Stdout, burst.as_bytes());
+    w.write(Stream::Stderr, b"\n");
+    assert!(w.encode_buffer_capacity() <= 16 * 1024);
+    assert_eq!(w.buffered(), 0);
 }
 
 #[test]

@@ -16,6 +16,9 @@ use super::{
 /// a single write instead of hundreds.
 const BATCH_BYTES: usize = 128 * 1024;
 
+/// Buffers larger than this are freed once empty.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
 /// Most files a configuration may keep; more is a typo, not a log policy.
 const MAX_FILES_LIMIT: usize = 1000;
 
@@ -153,7 +156,7 @@ impl LogWriter {
             size,
             torn,
             pending: Default::default(),
-            batch: Vec::with_capacity(4096),
+            batch: Vec::new(),
             batch_records: 0,
             now: None,
             stamp: (SystemTime::UNIX_EPOCH, String::new()),
@@ -341,8 +344,14 @@ impl LogWriter {
             self.stats.records += records;
         }
         self.batch.clear();
-        if self.batch.capacity() > 2 * BATCH_BYTES {
-            self.batch = Vec::with_capacity(BATCH_BYTES);
+        // An idle shim should not sit on a burst's buffers (its memory budget is small).
+        if self.batch.capacity() > KEEP_CAPACITY {
+            self.batch = Vec::new();
+        }
+        for p in &mut self.pending {
+            if p.bytes.is_empty() && p.bytes.capacity() > KEEP_CAPACITY {
+                p.bytes = Vec::new();
+            }
         }
     }
 
