@@ -10,6 +10,10 @@ use super::{FrameError, MAX_FRAME};
 
 const HEADER: usize = 4;
 
+/// Buffers grown beyond this by a large frame are freed once empty: a shim spends its life
+/// idle with a few connections, and its memory budget is small.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
 /// Writes one frame carrying `payload`.
 pub fn write_frame<W: Write>(w: &mut W, payload: &[u8]) -> Result<(), FrameError> {
     let header = frame_header(payload.len())?;
@@ -161,6 +165,9 @@ impl FrameDecoder {
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
+            if self.buf.capacity() > KEEP_CAPACITY {
+                self.buf = Vec::new();
+            }
         }
         Ok(Some(payload))
     }
@@ -206,6 +213,9 @@ impl OutBuffer {
         }
         self.buf.clear();
         self.written = 0;
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        }
         Ok(true)
     }
 
