@@ -1,4 +1,4 @@
 //! The container runtime: the OCI spec builder, shims, logs and the shim protocol.
-pub mod spec;
 pub mod logs;
 pub mod protocol;
+pub mod spec;
