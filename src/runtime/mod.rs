@@ -2,3 +2,4 @@
 pub mod logs;
 pub mod protocol;
 pub mod spec;
+pub mod cgroups;
