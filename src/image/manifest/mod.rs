@@ -97,7 +97,8 @@ pub enum LayerCompression {
 /// (encrypted layers, artifacts, unknown types).
 pub fn layer_compression(media_type: &str) -> Option<LayerCompression> {
     use media_types::*;
-    match media_type {
+    // Parameters (`;…`) do not change the format.
+    match media_type.split(';').next().unwrap_or("").trim() {
         OCI_LAYER_TAR
         | OCI_LAYER_NONDISTRIBUTABLE_TAR
         | DOCKER_LAYER_TAR

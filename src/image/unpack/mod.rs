@@ -20,36 +20,15 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Categorized, Category};
 
-/// How a layer blob is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
+/// How a layer blob is compressed: the manifest module owns the media type table, this
+/// module the decoders.
+pub use super::manifest::LayerCompression as Compression;
 
 impl Compression {
     /// From an OCI/Docker layer media type (parameters after `;` are ignored); `None` for a
     /// media type that is not a known layer type.
     pub fn from_media_type(media_type: &str) -> Option<Compression> {
-        let mt = media_type.split(';').next().unwrap_or("").trim();
-        match mt {
-            "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar"
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar" => Some(Compression::None),
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
-                Some(Compression::Gzip)
-            }
-            "application/vnd.oci.image.layer.v1.tar+zstd"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
-                Some(Compression::Zstd)
-            }
-            _ => None,
-        }
+        super::manifest::layer_compression(media_type)
     }
 
     /// Sniffs the compression from the first bytes of a blob (gzip `1f 8b`, zstd
