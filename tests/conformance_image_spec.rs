@@ -1,23 +1,14 @@
 //! External conformance data (../shared/conformance/oci/image-spec): manifest, index, config,
 //! descriptor and layout documents with image-spec's schema validator verdicts.
 
-use std::path::PathBuf;
 
 use dockmaster::image::manifest::{self, Kind, Manifest};
 use dockmaster::image::Digest;
 use serde_json::Value;
 
-fn conformance_dir() -> PathBuf {
-    let dir = std::env::var_os("DOCKMASTER_CONFORMANCE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance"));
-    assert!(
-        dir.is_dir(),
-        "conformance data not found at {} (set DOCKMASTER_CONFORMANCE)",
-        dir.display()
-    );
-    dir
-}
+#[path = "common/conformance.rs"]
+mod conformance;
+use conformance::conformance_dir;
 
 fn load_vectors() -> Value {
     let p = conformance_dir().join("oci/image-spec/vectors.json");

@@ -2,20 +2,11 @@
 //! resulting trees (whiteouts, opaque directories, symlink and hardlink breakouts), checked
 //! through `dockmaster debug apply-layer` by the suite's own runner, as root.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn conformance_dir() -> PathBuf {
-    let dir = std::env::var_os("DOCKMASTER_CONFORMANCE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance"));
-    assert!(
-        dir.join("oci/run_layers.py").is_file(),
-        "layer conformance data not found at {} (set DOCKMASTER_CONFORMANCE)",
-        dir.display()
-    );
-    dir
-}
+#[path = "common/conformance.rs"]
+mod conformance;
+use conformance::conformance_dir;
 
 #[test]
 fn oci_layers_conformance() {
