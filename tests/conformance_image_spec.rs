@@ -1,7 +1,6 @@
 //! External conformance data (../shared/conformance/oci/image-spec): manifest, index, config,
 //! descriptor and layout documents with image-spec's schema validator verdicts.
 
-
 use dockmaster::image::manifest::{self, Kind, Manifest};
 use dockmaster::image::Digest;
 use serde_json::Value;

@@ -1,7 +1,6 @@
 //! External conformance data (../shared/conformance/oci): image references and digests,
 //! with distribution/reference's and go-digest's answers.
 
-
 use dockmaster::image::reference::Reference;
 use dockmaster::image::Digest;
 use serde_json::Value;

@@ -902,8 +902,14 @@ fn media_types() {
             Some(Gzip),
         ),
         ("application/vnd.docker.image.rootfs.diff.tar", Some(None)),
-        ("application/vnd.docker.image.rootfs.diff.tar.zstd", Some(Zstd)),
-        ("application/vnd.oci.image.layer.v1.tar+gzip; x=y", Some(Gzip)),
+        (
+            "application/vnd.docker.image.rootfs.diff.tar.zstd",
+            Some(Zstd),
+        ),
+        (
+            "application/vnd.oci.image.layer.v1.tar+gzip; x=y",
+            Some(Gzip),
+        ),
         ("application/vnd.oci.image.config.v1+json", Option::None),
         ("application/octet-stream", Option::None),
     ] {
