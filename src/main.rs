@@ -3,6 +3,12 @@
 use clap::Parser;
 
 fn main() {
+    // `/dev/init -- CMD...` (or `dockmaster init -- CMD...`): the container's PID 1. It must
+    // stay single-threaded and signal-driven, so it runs before logging, clap or any runtime.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(command) = dockmaster::runtime::init::command_from_args(&args) {
+        std::process::exit(dockmaster::runtime::init::main(command));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DOCKMASTER_LOG")
