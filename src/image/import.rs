@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::digest::Digest;
 use super::manifest::{self, media_types, Descriptor, ImageIndex, Manifest, Platform};
-use super::metadata::{ImageRecord, LayerRecord};
+use super::metadata::ImageRecord;
 use super::unpack::Compression;
 use super::{ImageError, ImageStore, Reference};
 
@@ -228,14 +228,8 @@ fn materialize(
             diff_ids: diff_ids.len(),
         });
     }
-    let mut records = Vec::new();
     for (l, diff_id) in layers.iter().zip(diff_ids) {
-        let compression = Compression::from_media_type(&l.media_type).ok_or_else(|| {
-            ImageError::UnsupportedLayer {
-                digest: l.digest.clone(),
-                media_type: l.media_type.clone(),
-            }
-        })?;
+        let compression = super::layer::compression(&l.digest, &l.media_type)?;
         let _lock = store.content.lock(&l.digest)?;
         let f = store.content.open_blob(&l.digest)?;
         store.unpack_snapshot(
@@ -244,30 +238,17 @@ fn materialize(
             compression,
             diff_id,
         )?;
-        records.push(LayerRecord {
-            digest: l.digest.clone(),
-            diff_id: diff_id.clone(),
-            size: l.size,
-            media_type: l.media_type.clone(),
-        });
     }
-    let rec = ImageRecord {
-        reference: reference.to_string(),
+    let rec = ImageRecord::new(
+        reference.to_string(),
         repo_digest,
         manifest_digest,
         manifest_media_type,
-        config_digest: config_desc.digest.clone(),
-        platform: Platform {
-            os: config.os.clone(),
-            architecture: config.architecture.clone(),
-            variant: config.variant.clone(),
-            ..Platform::default()
-        },
-        layers: records,
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    };
+        config_desc,
+        layers,
+        diff_ids,
+        config.platform(),
+    );
     store.db.put(rec.clone())?;
     Ok(rec)
 }

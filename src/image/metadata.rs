@@ -10,7 +10,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::digest::Digest;
-use super::manifest::Platform;
+use super::manifest::{Descriptor, Platform};
 use crate::error::{Categorized, Category};
 use crate::fsutil;
 
@@ -54,6 +54,41 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
+    /// The record of an image whose manifest, config and layers are all stored, created now.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        reference: String,
+        repo_digest: Digest,
+        manifest_digest: Digest,
+        manifest_media_type: String,
+        config: &Descriptor,
+        layers: &[Descriptor],
+        diff_ids: &[Digest],
+        platform: Platform,
+    ) -> Self {
+        ImageRecord {
+            reference,
+            repo_digest,
+            manifest_digest,
+            manifest_media_type,
+            config_digest: config.digest.clone(),
+            platform,
+            layers: layers
+                .iter()
+                .zip(diff_ids)
+                .map(|(l, d)| LayerRecord {
+                    digest: l.digest.clone(),
+                    diff_id: d.clone(),
+                    size: l.size,
+                    media_type: l.media_type.clone(),
+                })
+                .collect(),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+
     /// Compressed size of all layers plus config.
     pub fn size(&self) -> u64 {
         self.layers.iter().map(|l| l.size).sum()

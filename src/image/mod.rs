@@ -9,6 +9,7 @@ pub mod digest;
 pub mod export;
 pub mod gc;
 pub mod import;
+pub mod layer;
 pub mod manifest;
 pub mod metadata;
 pub mod pull;
@@ -73,8 +74,6 @@ pub enum ImageError {
         layer: Digest,
         source: std::io::Error,
     },
-    #[error("layer {digest}: download interrupted")]
-    Interrupted { digest: Digest },
     #[error("image {0} not found (pull or import it first)")]
     NotFound(String),
     #[error("{0}")]
@@ -95,7 +94,6 @@ impl Categorized for ImageError {
             ImageError::Store(e) => e.category(),
             ImageError::Snapshot(e) => e.category(),
             ImageError::Metadata(e) => e.category(),
-            ImageError::Interrupted { .. } => Category::Transient,
             ImageError::NotFound(_) => Category::NotFound,
             ImageError::Io { .. } | ImageError::Internal(_) => Category::Internal,
             ImageError::Manifest { .. }

@@ -10,16 +10,16 @@ use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
-use super::digest::{Algorithm, Digest, HashingReader};
-use super::manifest::{self, media_types, Descriptor, ImageManifest, Manifest, Platform};
-use super::metadata::{ImageRecord, LayerRecord};
+use super::digest::Digest;
+use super::manifest::{self, media_types, Descriptor, Manifest, Platform};
+use super::metadata::ImageRecord;
 use super::registry::{RegistryClient, RegistryError};
-use super::store::{BlobWriter, StoreError};
-use super::unpack::{self, ApplyOptions, Compression, WhiteoutMode};
-use super::{ImageError, ImageStore, Reference};
+use super::store::{BlobWriter, IngestLock, StoreError};
+use super::unpack::{Compression, WhiteoutMode};
+use super::{layer, ImageError, ImageStore, Reference};
 
 /// Largest config blob accepted (real ones are a few KiB).
-pub const MAX_CONFIG_SIZE: u64 = 32 * 1024 * 1024;
+pub const MAX_CONFIG_SIZE: u64 = manifest::MAX_CONFIG_SIZE as u64;
 const CHANNEL_CHUNKS: usize = 4;
 
 /// What the CLI shows while pulling. Implementations must be cheap: `bytes` is called per chunk.
@@ -76,9 +76,7 @@ impl Puller {
         opts: &PullOptions,
     ) -> Result<ImageRecord, ImageError> {
         let store = self.store.clone();
-        let _gc_guard = tokio::task::spawn_blocking(move || store.gc_shared())
-            .await
-            .map_err(|e| ImageError::Internal(format!("gc lock task: {e}")))??;
+        let _gc_guard = blocking("gc lock", move || store.gc_shared()).await?;
 
         let fetched = self
             .client
@@ -171,22 +169,25 @@ impl Puller {
             .try_collect::<Vec<()>>()
             .await?;
 
-        let record = build_record(
-            reference,
+        let record = ImageRecord::new(
+            reference.to_string(),
             repo_digest,
             manifest_digest,
             manifest_media_type,
-            &image,
+            &image.config,
+            &image.layers,
             &diff_ids,
-            Platform {
-                os: config.os.clone(),
-                architecture: config.architecture.clone(),
-                variant: config.variant.clone(),
-                ..Platform::default()
-            },
+            image_platform,
         );
         self.store.db.put(record.clone())?;
         Ok(record)
+    }
+
+    /// Waits for the cross-process ingest lock of one blob off the async workers.
+    async fn lock_blob(&self, digest: &Digest) -> Result<IngestLock, ImageError> {
+        let content = self.store.content.clone();
+        let digest = digest.clone();
+        blocking("lock", move || Ok(content.lock(&digest)?)).await
     }
 
     async fn ensure_config(
@@ -204,11 +205,7 @@ impl Puller {
         if !self.store.content.contains(&desc.digest) {
             // Same single-flight rule as layers: a concurrent pull of this image waits for
             // the lock and then finds the config stored.
-            let content = self.store.content.clone();
-            let d = desc.digest.clone();
-            let _lock = tokio::task::spawn_blocking(move || content.lock(&d))
-                .await
-                .map_err(|e| ImageError::Internal(format!("lock task: {e}")))??;
+            let _lock = self.lock_blob(&desc.digest).await?;
             if !self.store.content.contains(&desc.digest) {
                 let bytes = self
                     .client
@@ -231,18 +228,9 @@ impl Puller {
             self.progress.layer_cached(&desc.digest, desc.size);
             return Ok(());
         }
-        let compression = Compression::from_media_type(&desc.media_type).ok_or_else(|| {
-            ImageError::UnsupportedLayer {
-                digest: desc.digest.clone(),
-                media_type: desc.media_type.clone(),
-            }
-        })?;
+        let compression = layer::compression(&desc.digest, &desc.media_type)?;
         // One process at a time per blob; whoever comes second finds it done.
-        let content = store.content.clone();
-        let d = desc.digest.clone();
-        let _lock = tokio::task::spawn_blocking(move || content.lock(&d))
-            .await
-            .map_err(|e| ImageError::Internal(format!("lock task: {e}")))??;
+        let _lock = self.lock_blob(&desc.digest).await?;
         if store.content.contains(&desc.digest) && store.snapshots.contains(&diff_id) {
             self.progress.layer_cached(&desc.digest, desc.size);
             return Ok(());
@@ -253,12 +241,11 @@ impl Puller {
             // Blob present, snapshot missing (e.g. pruned or crashed mid-unpack): no network.
             let store = store.clone();
             let (desc2, diff2) = (desc.clone(), diff_id.clone());
-            tokio::task::spawn_blocking(move || {
+            blocking("unpack", move || {
                 let f = store.content.open_blob(&desc2.digest)?;
                 store.unpack_snapshot(io::BufReader::new(f), &desc2, compression, &diff2)
             })
-            .await
-            .map_err(|e| ImageError::Internal(format!("unpack task: {e}")))??;
+            .await?;
             self.progress.layer_done(&desc.digest);
             return Ok(());
         }
@@ -304,37 +291,15 @@ impl Puller {
     }
 }
 
-fn build_record(
-    reference: &Reference,
-    repo_digest: Digest,
-    manifest_digest: Digest,
-    manifest_media_type: String,
-    image: &ImageManifest,
-    diff_ids: &[Digest],
-    platform: Platform,
-) -> ImageRecord {
-    ImageRecord {
-        reference: reference.to_string(),
-        repo_digest,
-        manifest_digest,
-        manifest_media_type,
-        config_digest: image.config.digest.clone(),
-        platform,
-        layers: image
-            .layers
-            .iter()
-            .zip(diff_ids)
-            .map(|(l, d)| LayerRecord {
-                digest: l.digest.clone(),
-                diff_id: d.clone(),
-                size: l.size,
-                media_type: l.media_type.clone(),
-            })
-            .collect(),
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    }
+/// Runs blocking work (a flock wait, an unpack) on tokio's blocking pool.
+async fn blocking<T, F>(what: &'static str, f: F) -> Result<T, ImageError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ImageError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ImageError::Internal(format!("{what} task: {e}")))?
 }
 
 /// Runs on a blocking thread: tees the compressed stream into the blob writer while
@@ -361,8 +326,9 @@ fn receive_layer(
         Ok(None)
     };
     // Whatever happened, read the rest so the blob digest can be judged: a tampered blob
-    // is reported as such, not as the gzip error it caused.
-    let drained = io::copy(&mut tee, &mut io::sink());
+    // is reported as such, not as the gzip error it caused. The channel cannot fail (a cut
+    // fetch just ends it), so only the blob writer can stop this copy, and it keeps its error.
+    let _ = io::copy(&mut tee, &mut io::sink());
     let TeeReader { writer, error, .. } = tee;
     if let Some(e) = error {
         return Err(StoreError::Io {
@@ -371,24 +337,12 @@ fn receive_layer(
         }
         .into());
     }
-    let blob_ok = if drained.is_ok() {
-        writer.commit().map(|_| ())
-    } else {
-        // Stream cut: let the fetch error explain.
-        drop(writer);
-        return Err(ImageError::Interrupted {
-            digest: desc.digest.clone(),
-        });
-    };
-    match (blob_ok, unpacked) {
-        (Err(e), _) => Err(e.into()),
-        (Ok(()), Err(e)) => Err(e),
-        (Ok(()), Ok(Some(prepared))) => {
-            prepared.commit()?;
-            Ok(())
-        }
-        (Ok(()), Ok(None)) => Ok(()),
+    // The blob's own verdict first (short stream, digest mismatch), then the unpack's.
+    writer.commit()?;
+    if let Some(prepared) = unpacked? {
+        prepared.commit()?;
     }
+    Ok(())
 }
 
 impl ImageStore {
@@ -401,34 +355,14 @@ impl ImageStore {
         diff_id: &Digest,
     ) -> Result<super::snapshot::PreparedSnapshot, ImageError> {
         let prepared = self.snapshots.prepare(diff_id)?;
-        let layer_name = desc.digest.to_string();
-        let unpack_err = |e: unpack::UnpackError| ImageError::Unpack {
-            layer: desc.digest.clone(),
-            source: e,
-        };
-        let decompressed = unpack::decompress(reader, compression).map_err(unpack_err)?;
-        let mut hashing = HashingReader::new(decompressed, diff_id.algorithm());
-        unpack::apply_layer(
-            &mut hashing,
+        layer::apply_verified(
+            reader,
+            compression,
+            &desc.digest,
+            diff_id,
             prepared.path(),
-            &ApplyOptions {
-                layer: &layer_name,
-                whiteouts: WhiteoutMode::Overlay,
-            },
-        )
-        .map_err(unpack_err)?;
-        io::copy(&mut hashing, &mut io::sink()).map_err(|e| ImageError::LayerRead {
-            layer: desc.digest.clone(),
-            source: e,
-        })?;
-        let (_, actual, _) = hashing.finish();
-        if actual != *diff_id {
-            return Err(ImageError::DiffIdMismatch {
-                layer: desc.digest.clone(),
-                expected: diff_id.clone(),
-                actual,
-            });
-        }
+            WhiteoutMode::Overlay,
+        )?;
         Ok(prepared)
     }
 
@@ -503,6 +437,3 @@ impl From<RegistryError> for ImageError {
         ImageError::Registry(Box::new(e))
     }
 }
-
-/// The algorithm used for new content.
-pub const CANONICAL: Algorithm = Algorithm::Sha256;
