@@ -136,3 +136,58 @@ pub fn url_encode(s: &str) -> String {
     }
     out
 }
+
+/// A loopback HTTP server: one thread accepting, one thread per connection calling
+/// `handle`. Dropping it stops accepting and joins the accept thread.
+pub struct ServerThread {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    pub fn spawn<S: Send + Sync + 'static>(
+        listener: std::net::TcpListener,
+        state: std::sync::Arc<S>,
+        handle: fn(std::net::TcpStream, &S) -> io::Result<()>,
+    ) -> ServerThread {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let addr = listener.local_addr().expect("listener addr");
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let state = state.clone();
+                    std::thread::spawn(move || {
+                        let _ = handle(conn, &state);
+                    });
+                }
+            })
+        };
+        ServerThread {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the blocking accept so the thread sees the flag.
+        let _ = std::net::TcpStream::connect_timeout(&self.addr, std::time::Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -4,12 +4,12 @@
 //! One request per connection: the proxy forces `Connection: close` both ways and relays the
 //! response until the registry closes, so it never parses bodies except to count bytes.
 
+use super::http::ServerThread;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::http::read_head;
@@ -66,51 +66,27 @@ struct Shared {
 
 /// The proxy; dropping it stops accepting (connections in flight finish on their own).
 pub struct FaultProxy {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    server: ServerThread,
 }
 
 impl FaultProxy {
     /// Proxies to `upstream` (`127.0.0.1:PORT` of a plain-HTTP registry).
     pub fn start(upstream: &str) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy addr");
         let shared = Arc::new(Shared {
             upstream: upstream.to_string(),
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults::default()),
             throttle: AtomicU64::new(0),
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let shared = shared.clone();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let shared = shared.clone();
-                    std::thread::spawn(move || {
-                        let _ = handle(conn, &shared);
-                    });
-                }
-            })
-        };
-        FaultProxy {
-            addr,
-            shared,
-            stop,
-            thread: Some(thread),
-        }
+        let server = ServerThread::spawn(listener, shared.clone(), handle);
+        FaultProxy { shared, server }
     }
 
     /// `127.0.0.1:PORT` to use as the registry host.
     pub fn host(&self) -> String {
-        self.addr.to_string()
+        self.server.addr().to_string()
     }
 
     /// The next blob GET whose body is longer than `n` bytes gets `n` bytes, then the
@@ -154,16 +130,6 @@ impl FaultProxy {
 
     pub fn clear_log(&self) {
         self.shared.log.lock().expect("proxy log").clear();
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -2,13 +2,13 @@
 //! checks basic credentials, signs ES256 JWTs that distribution verifies against our
 //! self-signed certificate (`rootcertbundle`), and counts what it served.
 
+use super::http::ServerThread;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -54,10 +54,8 @@ struct State {
 
 /// The token server: a thread accepting on its own loopback port.
 pub struct TokenServer {
-    addr: SocketAddr,
     state: Arc<State>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    server: ServerThread,
     cert: PathBuf,
 }
 
@@ -88,7 +86,6 @@ impl TokenServer {
         let kid = libtrust_key_id(spki.as_bytes());
 
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind token server");
-        let addr = listener.local_addr().expect("token server addr");
         let state = Arc::new(State {
             user: user.to_string(),
             password: password.to_string(),
@@ -100,35 +97,17 @@ impl TokenServer {
             kid,
             jti: AtomicU64::new(1),
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let state = state.clone();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let state = state.clone();
-                    std::thread::spawn(move || {
-                        let _ = serve(conn, &state);
-                    });
-                }
-            })
-        };
+        let server = ServerThread::spawn(listener, state.clone(), serve);
         TokenServer {
-            addr,
             state,
-            stop,
-            thread: Some(thread),
+            server,
             cert,
         }
     }
 
     /// `http://127.0.0.1:PORT/token`, the realm the registry sends clients to.
     pub fn realm(&self) -> String {
-        format!("http://{}/token", self.addr)
+        format!("http://{}/token", self.server.addr())
     }
 
     /// The certificate whose key signs the tokens (the registry's `rootcertbundle`).
@@ -167,17 +146,6 @@ impl TokenServer {
     pub fn issue(&self, account: &str, scopes: &[&str]) -> String {
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
         make_token(&self.state, account, &scopes)
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept so the thread sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
