@@ -3,6 +3,8 @@
 # everything is present. Needs root.
 set -euo pipefail
 
+bash "$(dirname "$0")/install-build-deps.sh"
+
 packages=(
   docker-registry   # real OCI registry (distribution 2.8) for integration tests
   busybox-static    # static /bin/busybox: test images are built from it, no internet needed
@@ -10,6 +12,7 @@ packages=(
   openssl           # test CA and token-server keys
   python3           # external conformance runners in ../shared/conformance
   skopeo podman     # reference tools: the smoke tests check our fixtures against them
+  crun              # reference OCI runtime for the runtime benchmark and bundle checks
   iproute2 util-linux ca-certificates curl
 )
 missing=()

@@ -241,7 +241,7 @@ pub struct ContainerStats {
 }
 
 /// Timestamps as RFC 3339 strings with nanoseconds, UTC (Docker's `StartedAt` format).
-pub(super) mod rfc3339 {
+pub mod rfc3339 {
     use std::time::SystemTime;
 
     use serde::{de, Deserialize, Deserializer, Serializer};
@@ -260,7 +260,7 @@ pub(super) mod rfc3339 {
 }
 
 /// [`rfc3339`] for optional timestamps (`null` when absent).
-pub(super) mod rfc3339_opt {
+pub mod rfc3339_opt {
     use std::time::SystemTime;
 
     use serde::{de, Deserialize, Deserializer, Serializer};

@@ -39,6 +39,7 @@ pub use exit::ExitRecord;
 pub use frame::{
     encode_frame, read_frame, read_message, write_frame, write_message, FrameDecoder, OutBuffer,
 };
+pub use message::{rfc3339, rfc3339_opt};
 pub use message::{
     ContainerState, ContainerStats, ErrorKind, ExecRequest, Request, Response, Status, Version,
 };
