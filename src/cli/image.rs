@@ -108,6 +108,23 @@ pub fn pull(root: &Path, config: &AgentConfig, args: PullArgs) -> anyhow::Result
     Ok(0)
 }
 
+/// Pulls an image `run` needs and does not find, reporting progress on stderr only (stdout
+/// carries the container id or output).
+pub fn pull_for_run(root: &Path, config: &AgentConfig, image: &str) -> anyhow::Result<()> {
+    let reference = Reference::parse_pullable(image)
+        .map_err(|e| anyhow::anyhow!("invalid image reference {image:?}: {e}"))?;
+    eprintln!("Unable to find image '{image}' locally");
+    let store = open_store(root)?;
+    let client = RegistryClient::new(ClientOptions::from_config(&config.registries))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let puller = Puller::new(store, client, Arc::new(LineProgress));
+    rt.block_on(puller.pull(&reference, &PullOptions::default()))?;
+    Ok(())
+}
+
 /// Plain lines for logs and pipes.
 struct LineProgress;
 

@@ -1,7 +1,9 @@
 //! Command-line interface: clap definitions and dispatch, one file per verb family.
 
+pub mod container;
 pub mod debug;
 pub mod image;
+pub mod oci;
 
 use std::path::PathBuf;
 
@@ -40,6 +42,28 @@ pub enum Command {
     /// Tools for checking dockmaster's building blocks one at a time.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    /// Run a command in a new container.
+    Run(Box<container::RunArgs>),
+    /// List containers.
+    Ps(container::PsArgs),
+    /// Show a container's output.
+    Logs(container::LogsArgs),
+    /// Stop containers: the stop signal, then SIGKILL after the grace period.
+    Stop(container::StopArgs),
+    /// Send a signal to containers.
+    Kill(container::KillArgs),
+    /// Remove containers.
+    Rm(container::RmArgs),
+    /// Run a command in a running container.
+    Exec(container::ExecArgs),
+    /// Show containers' details as JSON.
+    Inspect(container::InspectArgs),
+    /// The per-container shim (started by dockmaster itself).
+    #[command(hide = true)]
+    Shim(container::ShimArgs),
+    /// runc-compatible low-level runtime commands (for OCI tooling).
+    #[command(subcommand)]
+    Oci(oci::OciCommand),
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -51,5 +75,15 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Rmi { references } => image::rmi(&cli.root, references),
         Command::Image(cmd) => image::run(&cli.root, &config()?, cmd),
         Command::Debug(cmd) => debug::run(cmd, &cli.root),
+        Command::Oci(cmd) => oci::run(&cli.root, cmd),
+        Command::Run(a) => container::run(&cli.root, &config()?, *a),
+        Command::Ps(a) => container::ps(&cli.root, a),
+        Command::Logs(a) => container::logs(&cli.root, a),
+        Command::Stop(a) => container::stop(&cli.root, a),
+        Command::Kill(a) => container::kill(&cli.root, a),
+        Command::Rm(a) => container::rm(&cli.root, a),
+        Command::Exec(a) => container::exec(&cli.root, a),
+        Command::Inspect(a) => container::inspect(&cli.root, a),
+        Command::Shim(a) => Ok(container::shim(&cli.root, a)),
     }
 }

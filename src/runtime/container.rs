@@ -426,7 +426,7 @@ pub fn process_is_shim(pid: i32, id: &str) -> bool {
         return false;
     };
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.iter().any(|a| *a == b"shim") && args.iter().any(|a| *a == id.as_bytes())
+    args.contains(&&b"shim"[..]) && args.contains(&id.as_bytes())
 }
 
 #[cfg(test)]

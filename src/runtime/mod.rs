@@ -1,9 +1,12 @@
 //! The container runtime: the OCI spec builder, shims, logs and the shim protocol.
 pub mod cgroups;
 pub mod container;
+pub mod create;
 pub mod engine;
 pub mod init;
 pub mod logs;
 pub mod protocol;
 pub mod rootfs;
+pub mod shim;
+pub mod signal;
 pub mod spec;

@@ -102,7 +102,7 @@ pub fn build_spec_for(
 
     // Every field is set explicitly: the builders fall back to oci-spec's own defaults (a
     // 1024 nofile rlimit, a few capabilities, TERM...), which are not Docker's.
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default()
         .terminal(opts.tty)
         .user(
             UserBuilder::default()
@@ -115,8 +115,10 @@ pub fn build_spec_for(
         .env(env)
         .cwd(cwd)
         .capabilities(capabilities::linux_capabilities(&caps)?)
-        .no_new_privileges(no_new_privileges)
         .rlimits(rlimits);
+    if no_new_privileges {
+        process = process.no_new_privileges(true);
+    }
 
     let mut linux = LinuxBuilder::default()
         .namespaces(linux::namespaces(&opts.network)?)
@@ -148,7 +150,17 @@ pub fn build_spec_for(
         )
         .hostname(hostname)
         .mounts(mounts::build_mounts(opts)?)
-        .process(process.build()?)
+        .process({
+            let mut process = process.build()?;
+            // Absent means false (oci-spec's builder defaults to true). An explicit `false` is
+            // not written: libcontainer treats any present value as "on" when it orders
+            // seccomp after dropping capabilities, and loading the filter then fails
+            // without CAP_SYS_ADMIN.
+            if !no_new_privileges {
+                process.set_no_new_privileges(None);
+            }
+            process
+        })
         .linux(linux.build()?)
         .annotations(linux::annotations(id))
         .build()?)

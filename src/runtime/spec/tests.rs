@@ -462,10 +462,7 @@ fn no_new_privileges_option() {
     );
     opts.security_opts.push(SecurityOpt::NoNewPrivileges(false));
     let spec = build(&opts).unwrap();
-    assert_eq!(
-        spec.process().as_ref().unwrap().no_new_privileges(),
-        Some(false)
-    );
+    assert_eq!(spec.process().as_ref().unwrap().no_new_privileges(), None);
 }
 
 #[test]

@@ -1,0 +1,935 @@
+//! Container commands: run, ps, logs, stop, kill, rm, exec, inspect (Docker's verbs and
+//! flags), and the hidden `shim` the runtime re-executes itself as.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use serde_json::json;
+
+use crate::config::AgentConfig;
+use crate::image::ImageStore;
+use crate::runtime::container::{
+    observe, ContainerPaths, ContainerRecord, ContainerStore, Observed,
+};
+use crate::runtime::create::{create, CreateRequest};
+use crate::runtime::engine::{self, Engine, Libcontainer};
+use crate::runtime::logs::{format_rfc3339_nano, LogConfig, LogReader, Stream};
+use crate::runtime::protocol::{Client, ExecRequest};
+use crate::runtime::rootfs;
+use crate::runtime::shim;
+use crate::runtime::signal::parse_signal;
+use crate::runtime::spec::{
+    options::parse_size, BindMount, ContainerOptions, InitProcess, NetworkMode, SecurityOpt,
+    TmpfsMount, Ulimit,
+};
+
+/// Docker's exit codes for failures of the run command itself.
+const EXIT_RUN_FAILED: i32 = 125;
+const EXIT_CANNOT_INVOKE: i32 = 126;
+const EXIT_NOT_FOUND: i32 = 127;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container id.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Container name (unique).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Environment variable KEY=VALUE (KEY alone takes it from this environment).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines).
+    #[arg(long = "env-file")]
+    pub env_file: Vec<PathBuf>,
+    /// Bind mount SRC:DST[:ro|rw] (SRC an absolute host path).
+    #[arg(short = 'v', long = "volume")]
+    pub volume: Vec<String>,
+    /// tmpfs mount DST[:OPTIONS].
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Memory limit (e.g. 64m).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Memory soft limit.
+    #[arg(long = "memory-reservation")]
+    pub memory_reservation: Option<String>,
+    /// CPUs (fractional: quota per period).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// CPU shares (relative weight).
+    #[arg(long = "cpu-shares")]
+    pub cpu_shares: Option<u64>,
+    /// Maximum number of processes (-1: unlimited).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// User: name, uid, uid:gid or name:group.
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Supplementary group.
+    #[arg(long = "group-add")]
+    pub group_add: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// seccomp=unconfined, no-new-privileges[:true|false].
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Run an init as PID 1 that forwards signals and reaps zombies.
+    #[arg(long)]
+    pub init: bool,
+    /// none or host.
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// Container host name.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Override the image's entrypoint ("" resets it).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// ulimit NAME=SOFT[:HARD].
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Namespaced kernel parameter KEY=VALUE.
+    #[arg(long)]
+    pub sysctl: Vec<String>,
+    /// Give the container every capability and device (use with care).
+    #[arg(long)]
+    pub privileged: bool,
+    /// Size of /dev/shm.
+    #[arg(long = "shm-size")]
+    pub shm_size: Option<String>,
+    /// Signal `stop` sends first.
+    #[arg(long = "stop-signal")]
+    pub stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL.
+    #[arg(long = "stop-timeout")]
+    pub stop_timeout: Option<u64>,
+    /// Log options: max-size=SIZE, max-file=N.
+    #[arg(long = "log-opt")]
+    pub log_opt: Vec<String>,
+    /// Label KEY=VALUE.
+    #[arg(short = 'l', long = "label")]
+    pub label: Vec<String>,
+    /// Image to run (pulled when missing).
+    pub image: String,
+    /// Command and arguments (replace the image's Cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running ones).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only ids.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Do not truncate ids and commands.
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// `table` (default) or `json` (one object per line).
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow the log until the container stops.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines ("all" for everything).
+    #[arg(long, default_value = "all")]
+    pub tail: String,
+    /// Prefix each line with its timestamp.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing (default: the container's stop timeout, 10).
+    #[arg(short = 't', long = "time", visible_alias = "timeout")]
+    pub time: Option<u64>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal to send.
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill and remove running containers.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin attached.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// User: name, uid, uid:gid or name:group.
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Environment variable KEY=VALUE.
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    pub container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShimArgs {
+    /// Copy the container's output to the launcher (foreground `run`).
+    #[arg(long)]
+    pub attach: bool,
+    pub id: String,
+}
+
+pub fn shim(root: &Path, args: ShimArgs) -> i32 {
+    shim::main(shim::ShimOptions {
+        root: root.to_path_buf(),
+        id: args.id,
+        attach: args.attach,
+    })
+}
+
+// ---- run ---------------------------------------------------------------------------------
+
+pub fn run(root: &Path, config: &AgentConfig, args: RunArgs) -> anyhow::Result<i32> {
+    match run_inner(root, config, args) {
+        Ok(code) => Ok(code),
+        Err(RunFailure(code, e)) => {
+            eprintln!("dockmaster: {e:#}");
+            Ok(code)
+        }
+    }
+}
+
+struct RunFailure(i32, anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for RunFailure {
+    fn from(e: E) -> Self {
+        RunFailure(EXIT_RUN_FAILED, e.into())
+    }
+}
+
+fn run_inner(root: &Path, config: &AgentConfig, args: RunArgs) -> Result<i32, RunFailure> {
+    let images = ImageStore::open(root)?;
+    if images.find(&args.image).is_err() {
+        super::image::pull_for_run(root, config, &args.image)?;
+    }
+    let request = create_request(&args)?;
+    let (record, paths) = create(root, request)?;
+    let attach = !args.detach;
+    let launched = match shim::spawn(root, &record.id, &paths, attach) {
+        Ok(l) => l,
+        Err(e) => {
+            let code = match e.message() {
+                Some(m) if m.contains("not found") || m.contains("No such file") => EXIT_NOT_FOUND,
+                Some(m) if m.contains("ermission denied") => EXIT_CANNOT_INVOKE,
+                _ => EXIT_RUN_FAILED,
+            };
+            // Nothing ran: leave no half-created container behind when it was to be removed.
+            if args.rm {
+                let _ = ContainerStore::new(root).remove(&record.id);
+            }
+            return Err(RunFailure(code, e.into()));
+        }
+    };
+    if args.detach {
+        println!("{}", record.id);
+        return Ok(0);
+    }
+    let _forwarder = SignalForwarder::start(paths.socket());
+    let code = launched.wait_exit();
+    match code {
+        Some(code) => Ok(code),
+        None => {
+            let observed = observe(&paths, &record);
+            match observed {
+                Observed::Exited(e) => Ok(e.exit_code),
+                other => Err(RunFailure(
+                    EXIT_RUN_FAILED,
+                    anyhow!(
+                        "container {}: lost track of it ({})",
+                        record.name,
+                        other.status_word()
+                    ),
+                )),
+            }
+        }
+    }
+}
+
+/// Forwards SIGINT, SIGTERM and SIGHUP received by a foreground `run` to the container, as
+/// `docker run` does (its --sig-proxy default).
+struct SignalForwarder;
+
+impl SignalForwarder {
+    fn start(socket: PathBuf) -> SignalForwarder {
+        use nix::sys::signal::{SigSet, Signal};
+        let mut set = SigSet::empty();
+        for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            set.add(s);
+        }
+        // Blocked in this thread (and the waiter thread inherits it); the shim was already
+        // started, so no child inherits the mask.
+        if set.thread_block().is_err() {
+            return SignalForwarder;
+        }
+        std::thread::spawn(move || loop {
+            let Ok(sig) = set.wait() else { return };
+            if let Ok(mut c) = Client::connect(&socket, Duration::from_secs(5)) {
+                let _ = c.signal(sig as i32);
+            }
+        });
+        SignalForwarder
+    }
+}
+
+fn create_request(args: &RunArgs) -> anyhow::Result<CreateRequest> {
+    let mut options = ContainerOptions {
+        command: args.command.clone(),
+        entrypoint: args.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            }
+        }),
+        env: args
+            .env
+            .iter()
+            .map(|e| match e.split_once('=') {
+                Some(_) => e.clone(),
+                // Docker: a bare KEY takes this process's value, or unsets it.
+                None => match std::env::var(e) {
+                    Ok(v) => format!("{e}={v}"),
+                    Err(_) => e.clone(),
+                },
+            })
+            .collect(),
+        user: args.user.clone(),
+        group_add: args.group_add.clone(),
+        working_dir: args.workdir.clone(),
+        hostname: args.hostname.clone(),
+        read_only: args.read_only,
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        privileged: args.privileged,
+        cpus: args.cpus,
+        cpu_shares: args.cpu_shares,
+        pids_limit: args.pids_limit,
+        ..ContainerOptions::default()
+    };
+    for file in &args.env_file {
+        options.env_files.extend(read_env_file(file)?);
+    }
+    for v in &args.volume {
+        options.binds.push(BindMount::parse(v)?);
+    }
+    for t in &args.tmpfs {
+        options.tmpfs.push(TmpfsMount::parse(t)?);
+    }
+    for s in &args.security_opt {
+        options.security_opts.push(SecurityOpt::parse(s)?);
+    }
+    for u in &args.ulimit {
+        options.ulimits.push(Ulimit::parse(u)?);
+    }
+    for s in &args.sysctl {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow!("invalid --sysctl {s:?}: expected KEY=VALUE"))?;
+        options.sysctls.insert(k.to_string(), v.to_string());
+    }
+    let size = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<u64>> {
+        v.as_deref()
+            .map(|s| parse_size(s).ok_or_else(|| anyhow!("invalid --{flag} {s:?}")))
+            .transpose()
+    };
+    options.memory = size("memory", &args.memory)?;
+    options.memory_reservation = size("memory-reservation", &args.memory_reservation)?;
+    options.shm_size = size("shm-size", &args.shm_size)?;
+    options.network = match args.network.as_str() {
+        "none" => NetworkMode::None,
+        "host" => NetworkMode::Host,
+        other => {
+            bail!("network {other:?} is not available yet: use --network none or --network host")
+        }
+    };
+    if args.init {
+        let exe = std::env::current_exe().context("locate the dockmaster binary for --init")?;
+        options.init = Some(InitProcess::new(exe));
+    }
+    let mut labels = BTreeMap::new();
+    for l in &args.label {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let mut log = LogConfig::default();
+    for opt in &args.log_opt {
+        match opt.split_once('=') {
+            Some(("max-size", v)) => {
+                log.max_size = parse_size(v).ok_or_else(|| anyhow!("invalid max-size {v:?}"))?
+            }
+            Some(("max-file", v)) => {
+                log.max_files = v.parse().map_err(|_| anyhow!("invalid max-file {v:?}"))?
+            }
+            _ => bail!("unsupported --log-opt {opt:?}: use max-size=SIZE or max-file=N"),
+        }
+    }
+    Ok(CreateRequest {
+        image: args.image.clone(),
+        name: args.name.clone(),
+        options,
+        auto_remove: args.rm,
+        stop_grace_secs: args.stop_timeout,
+        stop_signal: args.stop_signal.clone(),
+        labels,
+        log,
+    })
+}
+
+/// Docker's env-file format: KEY=VALUE lines, `#` comments, blank lines ignored; a bare KEY
+/// takes this process's value (dropped when unset).
+fn read_env_file(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read env file {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((k, _)) if k.is_empty() || k.contains(char::is_whitespace) => {
+                bail!("{}:{}: invalid variable name {k:?}", path.display(), i + 1)
+            }
+            Some(_) => out.push(line.to_string()),
+            None => {
+                if let Ok(v) = std::env::var(line.trim()) {
+                    out.push(format!("{}={v}", line.trim()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ---- ps / inspect ------------------------------------------------------------------------
+
+pub fn ps(root: &Path, args: PsArgs) -> anyhow::Result<i32> {
+    let store = ContainerStore::new(root);
+    let mut rows = Vec::new();
+    for record in store.list()?.into_iter().rev() {
+        let observed = observe(&store.paths(&record.id), &record);
+        if !args.all && !observed.is_running() {
+            continue;
+        }
+        rows.push((record, observed));
+    }
+    let mut out = std::io::stdout().lock();
+    if args.quiet {
+        for (r, _) in &rows {
+            writeln!(out, "{}", if args.no_trunc { &r.id } else { &r.id[..12] })?;
+        }
+        return Ok(0);
+    }
+    if args.format == "json" {
+        for (r, o) in &rows {
+            let line = json!({
+                "ID": r.id,
+                "Names": r.name,
+                "Image": r.image,
+                "Command": r.command.join(" "),
+                "CreatedAt": format_rfc3339_nano(r.created),
+                "State": o.status_word(),
+                "Status": status_text(o),
+            });
+            writeln!(out, "{line}")?;
+        }
+        return Ok(0);
+    }
+    if args.format != "table" {
+        bail!("unknown --format {:?}: use table or json", args.format);
+    }
+    let table: Vec<[String; 6]> = rows
+        .iter()
+        .map(|(r, o)| {
+            let mut command = format!("\"{}\"", r.command.join(" "));
+            if !args.no_trunc && command.chars().count() > 22 {
+                command = command.chars().take(20).collect::<String>() + "…\"";
+            }
+            let id = if args.no_trunc {
+                &r.id[..]
+            } else {
+                &r.id[..12]
+            };
+            [
+                id.to_string(),
+                r.image.clone(),
+                command,
+                ago(r.created),
+                status_text(o),
+                r.name.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "NAMES",
+    ]
+    .map(String::from);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&table) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(widths[i] - cell.chars().count() + 3));
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(0)
+}
+
+fn ago(t: SystemTime) -> String {
+    format!(
+        "{} ago",
+        human_duration(SystemTime::now().duration_since(t).unwrap_or_default())
+    )
+}
+
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{s} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", s / 60),
+        3600..=7199 => "About an hour".into(),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+/// Docker's STATUS column.
+fn status_text(o: &Observed) -> String {
+    match o {
+        Observed::Live(s) => match s.status {
+            crate::runtime::protocol::Status::Created => "Created".into(),
+            crate::runtime::protocol::Status::Running => match s.started_at {
+                Some(t) => format!(
+                    "Up {}",
+                    human_duration(SystemTime::now().duration_since(t).unwrap_or_default())
+                ),
+                None => "Up".into(),
+            },
+            crate::runtime::protocol::Status::Stopped => {
+                format!("Exited ({})", s.exit_code.unwrap_or(-1))
+            }
+        },
+        Observed::Exited(e) => format!("Exited ({}) {}", e.exit_code, ago(e.finished_at)),
+        Observed::ShimLost { container_pids, .. } if !container_pids.is_empty() => format!(
+            "Dead (shim gone, {} process(es) still running)",
+            container_pids.len()
+        ),
+        Observed::ShimLost { .. } => "Dead (shim gone, no exit recorded)".into(),
+        Observed::Unresponsive { .. } => "Unknown (shim not answering)".into(),
+    }
+}
+
+pub fn inspect(root: &Path, args: InspectArgs) -> anyhow::Result<i32> {
+    let store = ContainerStore::new(root);
+    let mut out = Vec::new();
+    let mut failed = false;
+    for query in &args.containers {
+        match store.resolve(query) {
+            Ok(record) => {
+                let paths = store.paths(&record.id);
+                out.push(inspect_json(&record, &paths, &observe(&paths, &record)));
+            }
+            Err(e) => {
+                eprintln!("dockmaster: {e}");
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn inspect_json(r: &ContainerRecord, paths: &ContainerPaths, o: &Observed) -> serde_json::Value {
+    let time = |t: Option<SystemTime>| {
+        t.map(format_rfc3339_nano)
+            .unwrap_or_else(|| "0001-01-01T00:00:00Z".into())
+    };
+    let (pid, exit_code, oom, signal, started, finished, error) = match o {
+        Observed::Live(s) => (
+            s.pid.unwrap_or(0),
+            s.exit_code.unwrap_or(0),
+            s.oom_killed,
+            s.signal,
+            s.started_at,
+            s.finished_at,
+            String::new(),
+        ),
+        Observed::Exited(e) => (
+            0,
+            e.exit_code,
+            e.oom_killed,
+            e.signal,
+            e.started_at,
+            Some(e.finished_at),
+            String::new(),
+        ),
+        Observed::ShimLost {
+            shim_pid,
+            container_pids,
+        } => (
+            container_pids.first().copied().unwrap_or(0),
+            -1,
+            false,
+            None,
+            None,
+            None,
+            format!(
+                "shim {} is gone without recording an exit",
+                shim_pid.map_or("?".into(), |p| p.to_string())
+            ),
+        ),
+        Observed::Unresponsive { shim_pid, error } => (
+            0,
+            -1,
+            false,
+            None,
+            None,
+            None,
+            format!("shim {shim_pid} does not answer: {error}"),
+        ),
+    };
+    let (path, args) = r
+        .command
+        .split_first()
+        .map_or(("", &[][..]), |(p, a)| (p.as_str(), a));
+    json!({
+        "Id": r.id,
+        "Name": format!("/{}", r.name),
+        "Created": format_rfc3339_nano(r.created),
+        "Path": path,
+        "Args": args,
+        "State": {
+            "Status": o.status_word(),
+            "Running": o.is_running(),
+            "Dead": matches!(o, Observed::ShimLost { .. }),
+            "OOMKilled": oom,
+            "Pid": pid,
+            "ExitCode": exit_code,
+            "Signal": signal,
+            "Error": error,
+            "StartedAt": time(started),
+            "FinishedAt": time(finished),
+        },
+        "Image": r.image_id,
+        "ImageName": r.image,
+        "LogPath": paths.log(),
+        "HostConfig": {
+            "AutoRemove": r.auto_remove,
+            "LogConfig": {"Type": "json-file", "Config": {
+                "max-size": r.log_max_bytes.to_string(),
+                "max-file": r.log_max_files.to_string(),
+            }},
+        },
+        "Config": {
+            "Image": r.image,
+            "StopSignal": crate::runtime::signal::signal_name(r.stop_signal),
+            "StopTimeout": r.stop_grace_secs,
+            "Labels": r.labels,
+        },
+        "GraphDriver": {"Name": "overlay", "Data": {
+            "MergedDir": paths.rootfs(),
+            "UpperDir": paths.overlay().join("upper"),
+            "WorkDir": paths.overlay().join("work"),
+        }},
+    })
+}
+
+// ---- logs --------------------------------------------------------------------------------
+
+pub fn logs(root: &Path, args: LogsArgs) -> anyhow::Result<i32> {
+    let store = ContainerStore::new(root);
+    let record = store.resolve(&args.container)?;
+    let paths = store.paths(&record.id);
+    let reader = LogReader::open(paths.log())?;
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr();
+    let mut emit = |rec: crate::runtime::logs::LogRecord| -> std::io::Result<()> {
+        let line = if args.timestamps {
+            format!("{} {}", rec.time, rec.log)
+        } else {
+            rec.log
+        };
+        match rec.stream {
+            Stream::Stdout => {
+                stdout.write_all(line.as_bytes())?;
+                stdout.flush()
+            }
+            Stream::Stderr => stderr.write_all(line.as_bytes()),
+        }
+    };
+    let snapshot: Vec<_> = if args.tail == "all" {
+        reader.records().collect::<Result<_, _>>()?
+    } else {
+        let n: usize = args
+            .tail
+            .parse()
+            .map_err(|_| anyhow!("invalid --tail {:?}: a number or \"all\"", args.tail))?;
+        reader.tail(n)?
+    };
+    for rec in snapshot {
+        emit(rec)?;
+    }
+    if args.follow {
+        let exit = paths.exit();
+        let dir = paths.dir.clone();
+        // Ends once the container has stopped (exit recorded or removed) and all is read.
+        let follow = reader.follow(Duration::from_millis(100), move || {
+            exit.exists() || !dir.exists()
+        });
+        for rec in follow {
+            emit(rec?)?;
+        }
+    }
+    Ok(0)
+}
+
+// ---- stop / kill / rm --------------------------------------------------------------------
+
+pub fn stop(root: &Path, args: StopArgs) -> anyhow::Result<i32> {
+    let store = ContainerStore::new(root);
+    each(&args.containers, |query| {
+        let record = store.resolve(query)?;
+        let paths = store.paths(&record.id);
+        let grace = Duration::from_secs(args.time.unwrap_or(record.stop_grace_secs));
+        match observe(&paths, &record) {
+            Observed::Live(_) => {
+                let mut client = Client::connect(paths.socket(), Duration::from_secs(5))?;
+                client
+                    .stop(grace)
+                    .with_context(|| format!("stop container {}", record.name))?;
+            }
+            Observed::ShimLost { container_pids, .. } if !container_pids.is_empty() => {
+                kill_orphans(&record.id)
+            }
+            _ => {}
+        }
+        println!("{query}");
+        Ok(())
+    })
+}
+
+pub fn kill(root: &Path, args: KillArgs) -> anyhow::Result<i32> {
+    let signal =
+        parse_signal(&args.signal).ok_or_else(|| anyhow!("invalid signal {:?}", args.signal))?;
+    let store = ContainerStore::new(root);
+    each(&args.containers, |query| {
+        let record = store.resolve(query)?;
+        let paths = store.paths(&record.id);
+        match observe(&paths, &record) {
+            Observed::Live(s) if s.status == crate::runtime::protocol::Status::Running => {
+                Client::connect(paths.socket(), Duration::from_secs(5))?
+                    .signal(signal)
+                    .with_context(|| format!("signal container {}", record.name))?;
+            }
+            _ => bail!("container {} is not running", record.name),
+        }
+        println!("{query}");
+        Ok(())
+    })
+}
+
+pub fn rm(root: &Path, args: RmArgs) -> anyhow::Result<i32> {
+    let store = ContainerStore::new(root);
+    each(&args.containers, |query| {
+        let record = store.resolve(query)?;
+        remove_container(&store, &record, args.force)?;
+        println!("{query}");
+        Ok(())
+    })
+}
+
+/// Removes a container: refuses a running one unless `force`, which kills it first. Leaves no
+/// mount, cgroup or file behind.
+pub fn remove_container(
+    store: &ContainerStore,
+    record: &ContainerRecord,
+    force: bool,
+) -> anyhow::Result<()> {
+    let paths = store.paths(&record.id);
+    let observed = observe(&paths, record);
+    if observed.is_running() {
+        if !force {
+            bail!(
+                "container {} is running: stop it first or remove it with -f",
+                record.name
+            );
+        }
+        match &observed {
+            Observed::Live(_) => {
+                if let Ok(mut c) = Client::connect(paths.socket(), Duration::from_secs(5)) {
+                    let _ = c.signal(libc::SIGKILL);
+                }
+                wait_for_exit(&paths, Duration::from_secs(10));
+            }
+            _ => kill_orphans(&record.id),
+        }
+    }
+    // Whatever the shim did not get to (it died, or the host lost power).
+    Libcontainer::new(paths.engine())
+        .delete(&record.id)
+        .with_context(|| format!("remove container {}", record.name))?;
+    if let Some(cg) = engine::container_cgroup(&record.id) {
+        let _ = cg.remove_within(Duration::from_secs(2));
+    }
+    rootfs::unmount(&paths.rootfs())
+        .with_context(|| format!("remove container {}", record.name))?;
+    store.remove(&record.id)?;
+    Ok(())
+}
+
+/// SIGKILL to every process left in the container's cgroup (its shim is gone).
+fn kill_orphans(id: &str) {
+    if let Some(cg) = engine::container_cgroup(id) {
+        let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && cg.pids().map(|p| !p.is_empty()).unwrap_or(false) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn wait_for_exit(paths: &ContainerPaths, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if paths.exit().exists() || !paths.dir.exists() {
+            // The shim removes its socket last.
+            if !paths.socket().exists() {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `f` for every argument, reporting each failure; exit code 1 if any failed.
+fn each(items: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<i32> {
+    let mut failed = false;
+    for item in items {
+        if let Err(e) = f(item) {
+            eprintln!("dockmaster: {e:#}");
+            failed = true;
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+// ---- exec --------------------------------------------------------------------------------
+
+pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<i32> {
+    let store = ContainerStore::new(root);
+    let record = store.resolve(&args.container)?;
+    let paths = store.paths(&record.id);
+    let req = ExecRequest {
+        args: args.command.clone(),
+        env: args.env.clone(),
+        cwd: args.workdir.clone(),
+        user: args.user.clone(),
+        tty: args.tty,
+    };
+    // Without -i the process reads from /dev/null, as with Docker.
+    let null = std::fs::File::open("/dev/null")?;
+    let stdin = if args.interactive {
+        libc::STDIN_FILENO
+    } else {
+        null.as_raw_fd()
+    };
+    if args.tty && !std::io::stdin().is_terminal() && args.interactive {
+        eprintln!("dockmaster: the input device is not a TTY; continuing without raw mode");
+    }
+    match shim::exec_in_container(
+        &record.name,
+        &paths.socket(),
+        &req,
+        [stdin, libc::STDOUT_FILENO, libc::STDERR_FILENO],
+        args.interactive,
+    ) {
+        Ok(outcome) => Ok(outcome.exit_code),
+        Err(e) => {
+            eprintln!("dockmaster: {e}");
+            let code = match &e {
+                shim::ExecError::Refused {
+                    kind: crate::runtime::protocol::ErrorKind::NotFound,
+                    ..
+                } => EXIT_NOT_FOUND,
+                shim::ExecError::Refused { .. } => EXIT_CANNOT_INVOKE,
+                _ => EXIT_RUN_FAILED,
+            };
+            Ok(code)
+        }
+    }
+}

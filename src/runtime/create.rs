@@ -1,0 +1,188 @@
+//! Creating a container: from a stored image and [`ContainerOptions`] to a container directory
+//! with its record and OCI bundle, ready for a shim. Shared by `run` and (later) the agent.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::error::{Categorized, Category};
+use crate::image::manifest::{parse_config, ImageConfig, MAX_CONFIG_SIZE};
+use crate::image::{ImageError, ImageStore};
+use crate::runtime::container::{
+    generate_id, generate_name, ContainerError, ContainerPaths, ContainerRecord, ContainerStore,
+};
+use crate::runtime::logs::LogConfig;
+use crate::runtime::signal::parse_signal;
+use crate::runtime::spec::{build_spec, ContainerOptions, HostLimits, OverlayRootfs, SpecError};
+
+/// Docker's default `stop` grace period.
+pub const DEFAULT_STOP_GRACE_SECS: u64 = 10;
+
+/// What to create besides the spec options.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    /// The image as the user names it (reference, id or digest); it must be stored.
+    pub image: String,
+    /// `--name`; generated when absent.
+    pub name: Option<String>,
+    pub options: ContainerOptions,
+    /// `--rm`.
+    pub auto_remove: bool,
+    /// `stop_grace_period`; Docker's 10 s when absent.
+    pub stop_grace_secs: Option<u64>,
+    /// `stop_signal`; the image's StopSignal, else SIGTERM, when absent.
+    pub stop_signal: Option<String>,
+    /// User labels (`--label`), kept with the identity annotations.
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("image {image}: read its config: {reason}")]
+    Config { image: String, reason: String },
+    #[error("container {name} (image {image}): {source}")]
+    Spec {
+        name: String,
+        image: String,
+        #[source]
+        source: SpecError,
+    },
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error("invalid stop signal {0:?}")]
+    StopSignal(String),
+    #[error("invalid log options: {0}")]
+    Log(String),
+    #[error("container {id}: {what}: {source}")]
+    Io {
+        id: String,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Categorized for CreateError {
+    fn category(&self) -> Category {
+        match self {
+            CreateError::Image(e) => e.category(),
+            CreateError::Spec { source, .. } => source.category(),
+            CreateError::Container(e) => e.category(),
+            CreateError::StopSignal(_) | CreateError::Log(_) => Category::Invalid,
+            CreateError::Config { .. } | CreateError::Io { .. } => Category::Internal,
+        }
+    }
+}
+
+/// Reads a stored image's config.
+pub fn image_config(
+    store: &ImageStore,
+    image: &str,
+) -> Result<(crate::image::metadata::ImageRecord, ImageConfig), CreateError> {
+    let record = store.find(image)?;
+    let bytes = store
+        .content
+        .read(&record.config_digest, MAX_CONFIG_SIZE as u64)
+        .map_err(|e| CreateError::Config {
+            image: image.to_string(),
+            reason: e.to_string(),
+        })?;
+    let config = parse_config(&bytes).map_err(|e| CreateError::Config {
+        image: image.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok((record, config))
+}
+
+/// Creates the container's directory, record and bundle. Nothing runs yet.
+pub fn create(
+    root: &Path,
+    req: CreateRequest,
+) -> Result<(ContainerRecord, ContainerPaths), CreateError> {
+    let images = ImageStore::open(root)?;
+    let (image, config) = image_config(&images, &req.image)?;
+    req.log
+        .validate()
+        .map_err(|e| CreateError::Log(e.to_string()))?;
+    let id = generate_id().map_err(|source| CreateError::Io {
+        id: String::new(),
+        what: "generate an id".into(),
+        source,
+    })?;
+    let name = req.name.clone().unwrap_or_else(|| generate_name(&id));
+    let mut options = req.options;
+    options.identity.container_id = id.clone();
+    options.identity.name = name.clone();
+    if options.identity.image.is_empty() {
+        options.identity.image = req.image.clone();
+    }
+    let layers_top_first = image
+        .layers
+        .iter()
+        .rev()
+        .map(|l| images.snapshots.path(&l.diff_id))
+        .collect();
+    let spec = build_spec(
+        &config,
+        &options,
+        &OverlayRootfs::new(layers_top_first),
+        &HostLimits::current(),
+    )
+    .map_err(|source| CreateError::Spec {
+        name: name.clone(),
+        image: req.image.clone(),
+        source,
+    })?;
+    let stop_signal = match req
+        .stop_signal
+        .as_deref()
+        .or(config.config.stop_signal.as_deref())
+    {
+        None | Some("") => libc::SIGTERM,
+        Some(s) => parse_signal(s).ok_or_else(|| CreateError::StopSignal(s.to_string()))?,
+    };
+    let process_args = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().clone())
+        .unwrap_or_default();
+    let record = ContainerRecord {
+        id: id.clone(),
+        name,
+        image: req.image,
+        image_id: image.config_digest.to_string(),
+        layers: image.layers.iter().map(|l| l.diff_id.to_string()).collect(),
+        command: process_args,
+        created: SystemTime::now(),
+        auto_remove: req.auto_remove,
+        stop_signal,
+        stop_grace_secs: req.stop_grace_secs.unwrap_or(DEFAULT_STOP_GRACE_SECS),
+        labels: spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(req.labels)
+            .collect(),
+        log_max_bytes: req.log.max_size,
+        log_max_files: req.log.max_files,
+    };
+    let store = ContainerStore::new(root);
+    let paths = store.create(&record)?;
+    let bytes = serde_json::to_vec_pretty(&spec).map_err(|e| CreateError::Io {
+        id: id.clone(),
+        what: "serialize the spec".into(),
+        source: e.into(),
+    })?;
+    if let Err(source) = crate::fsutil::write_atomic(&paths.spec(), &bytes) {
+        let _ = store.remove(&id);
+        return Err(CreateError::Io {
+            id,
+            what: format!("write {}", paths.spec().display()),
+            source,
+        });
+    }
+    Ok((record, paths))
+}

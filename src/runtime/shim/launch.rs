@@ -1,0 +1,217 @@
+//! The launcher's side: re-execute this binary as `dockmaster --root R shim ID` in a new
+//! session and wait until it reports that the container started (or why it did not).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use super::{ATTACH_ERR_FD, ATTACH_OUT_FD, STATUS_FD_ENV};
+use crate::error::{Categorized, Category};
+use crate::runtime::container::ContainerPaths;
+
+/// The descriptor number the status pipe gets in the shim.
+const STATUS_FD: RawFd = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("container {id}: start the shim: {source}")]
+    Spawn { id: String, source: io::Error },
+    #[error("container {id}: {message} (shim log: {log})")]
+    Failed {
+        id: String,
+        message: String,
+        log: String,
+    },
+    #[error("container {id}: the shim exited without reporting (shim log: {log})")]
+    Vanished { id: String, log: String },
+}
+
+impl LaunchError {
+    /// The shim's own words, for callers that map them to exit codes (127: command not found).
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            LaunchError::Failed { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+}
+
+impl Categorized for LaunchError {
+    fn category(&self) -> Category {
+        match self {
+            LaunchError::Failed { message, .. } if message.contains("not found") => {
+                Category::NotFound
+            }
+            _ => Category::Internal,
+        }
+    }
+}
+
+/// A started container.
+#[derive(Debug)]
+pub struct Launched {
+    pub shim_pid: i32,
+    pub init_pid: i32,
+    /// When attached: where the shim reports `exited CODE`.
+    status: Option<BufReader<File>>,
+}
+
+impl Launched {
+    /// Attached launches: blocks until the container has exited and its exit is recorded;
+    /// returns its exit code. `None` when the shim went away without saying (see the exit
+    /// record or `ps`).
+    pub fn wait_exit(mut self) -> Option<i32> {
+        let status = self.status.as_mut()?;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match status.read_line(&mut line) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {
+                    if let Some(code) = line.trim().strip_prefix("exited ") {
+                        return code.parse().ok();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Starts the shim of the container whose directory is `paths` (record and bundle written).
+/// With `attach`, the shim also copies the container's output to this process's stdout and
+/// stderr and [`Launched::wait_exit`] works.
+pub fn spawn(
+    root: &Path,
+    id: &str,
+    paths: &ContainerPaths,
+    attach: bool,
+) -> Result<Launched, LaunchError> {
+    let spawn_err = |source| LaunchError::Spawn {
+        id: id.to_string(),
+        source,
+    };
+    let exe = std::env::current_exe().map_err(spawn_err)?;
+    let (status_r, status_w): (OwnedFd, OwnedFd) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
+    let shim_log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.shim_log())
+        .map_err(spawn_err)?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--root")
+        .arg(root)
+        .arg("shim")
+        .arg(id)
+        .env(STATUS_FD_ENV, STATUS_FD.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(shim_log))
+        // The shim must not keep the launcher's cwd (a mount point the user may unmount).
+        .current_dir("/");
+    if attach {
+        cmd.arg("--attach");
+    }
+    let status_fd = status_w.as_raw_fd();
+    // SAFETY: only async-signal-safe calls (setsid, fork, _exit, dup2) run between fork and
+    // exec; every descriptor used was opened before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Fork once more and let the middle process exit: the shim is nobody's child, so
+            // a long-lived launcher (the agent) never collects zombies, and the shim is not a
+            // session leader that could acquire a controlling terminal.
+            match libc::fork() {
+                -1 => return Err(io::Error::last_os_error()),
+                0 => {}
+                _ => libc::_exit(0),
+            }
+            if libc::dup2(status_fd, STATUS_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    if attach {
+        // The shim's own stdout/stderr are /dev/null and its log; the caller's streams go to
+        // descriptors 4 and 5.
+        let out = dup_at_least(libc::STDOUT_FILENO).map_err(spawn_err)?;
+        let err = dup_at_least(libc::STDERR_FILENO).map_err(spawn_err)?;
+        let (out_fd, err_fd) = (out.as_raw_fd(), err.as_raw_fd());
+        // SAFETY: dup2 is async-signal-safe; `out` and `err` stay open in the parent until
+        // after spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(out_fd, ATTACH_OUT_FD) < 0 || libc::dup2(err_fd, ATTACH_ERR_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut middle = cmd.spawn().map_err(spawn_err)?;
+        drop((out, err));
+        let _ = middle.wait();
+        finish_spawn(id, paths, status_r, status_w, attach)
+    } else {
+        let mut middle = cmd.spawn().map_err(spawn_err)?;
+        let _ = middle.wait();
+        finish_spawn(id, paths, status_r, status_w, attach)
+    }
+}
+
+/// A duplicate of `fd` numbered 10 or more, so placing it at 4/5 in the child cannot clobber
+/// the status pipe's source descriptor.
+fn dup_at_least(fd: RawFd) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we own (checked below).
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+fn finish_spawn(
+    id: &str,
+    paths: &ContainerPaths,
+    status_r: OwnedFd,
+    status_w: OwnedFd,
+    attach: bool,
+) -> Result<Launched, LaunchError> {
+    // Our copy of the write end must go, or EOF never comes if the shim dies.
+    drop(status_w);
+    let mut reader = BufReader::new(File::from(status_r));
+    let log = paths.shim_log().display().to_string();
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(n) if n > 0 => {
+            let line = line.trim_end();
+            if let Some(pids) = line.strip_prefix("started ") {
+                let mut pids = pids.split(' ').map(|p| p.parse().unwrap_or(0));
+                let init_pid = pids.next().unwrap_or(0);
+                let shim_pid = pids.next().unwrap_or(0);
+                Ok(Launched {
+                    shim_pid,
+                    init_pid,
+                    status: attach.then_some(reader),
+                })
+            } else {
+                Err(LaunchError::Failed {
+                    id: id.to_string(),
+                    message: line.strip_prefix("error ").unwrap_or(line).to_string(),
+                    log,
+                })
+            }
+        }
+        _ => Err(LaunchError::Vanished {
+            id: id.to_string(),
+            log,
+        }),
+    }
+}

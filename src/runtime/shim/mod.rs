@@ -1,0 +1,834 @@
+//! The per-container shim: `dockmaster shim <id>`, started by re-executing the binary.
+//!
+//! It runs in its own session as the child subreaper, mounts the rootfs, creates and starts
+//! the container through the [`Engine`], holds the container's stdout/stderr pipes and writes
+//! them to the json-file log, answers the shim protocol on `<container>/shim.sock`, and when
+//! the container's init ends records the exit atomically, deletes the engine state and cgroup,
+//! unmounts the rootfs and exits. Nothing here depends on the process that launched it: killing
+//! the CLI or the agent never stops a container.
+//!
+//! Single-threaded, one `poll(2)` loop; no async runtime. Signals arrive through a self-pipe
+//! written by handlers (not a blocked mask + signalfd: a blocked mask would be inherited by
+//! every container process the engine forks).
+
+mod exec;
+pub mod fdpass;
+mod launch;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::image::digest::Digest;
+use crate::image::snapshot::SnapshotStore;
+use crate::runtime::container::{ContainerPaths, ContainerRecord, ContainerStore};
+use crate::runtime::engine::{self, Engine, Libcontainer, Stdio};
+use crate::runtime::logs::{LogConfig, LogWriter, Stream};
+use crate::runtime::protocol::{
+    bind_listener, encode_frame, Connection, ContainerState, ContainerStats, ErrorKind, ExitRecord,
+    ReadOutcome, Request, Response, Status,
+};
+use crate::runtime::rootfs;
+
+pub use exec::{exec_in_container, exec_process, ExecError, ExecOutcome};
+pub use launch::{spawn, LaunchError, Launched};
+
+/// Environment variable naming the descriptor the shim reports its start (and, when
+/// attached, the exit) on.
+pub const STATUS_FD_ENV: &str = "DOCKMASTER_SHIM_STATUS_FD";
+/// Descriptors of the launcher's stdout and stderr when the shim is attached (`run` in the
+/// foreground): the container's output is copied there as well as to the log.
+pub const ATTACH_OUT_FD: RawFd = 4;
+pub const ATTACH_ERR_FD: RawFd = 5;
+/// How long the shim keeps reading the container's pipes after its init ended (processes
+/// outside its PID namespace could hold them open forever).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The shim's command line.
+#[derive(Debug, Clone)]
+pub struct ShimOptions {
+    pub root: PathBuf,
+    pub id: String,
+    /// Copy the container's output to descriptors 4 and 5 and report the exit on the status
+    /// descriptor.
+    pub attach: bool,
+}
+
+/// Runs the shim; returns its process exit code.
+pub fn main(opts: ShimOptions) -> i32 {
+    let mut status = status_pipe();
+    let store = ContainerStore::new(&opts.root);
+    let paths = store.paths(&opts.id);
+    let started = Shim::start(&opts, &store, &paths);
+    let mut shim = match started {
+        Ok(shim) => shim,
+        Err(e) => {
+            eprintln!("shim {}: {e:#}", opts.id);
+            if let Some(s) = status.as_mut() {
+                let _ = writeln!(s, "error {}", format!("{e:#}").replace('\n', " "));
+            }
+            cleanup_failed_start(&opts.id, &paths);
+            return 1;
+        }
+    };
+    if let Some(s) = status.as_mut() {
+        let _ = writeln!(s, "started {} {}", shim.init_pid, std::process::id());
+    }
+    if !opts.attach {
+        status = None;
+    }
+    shim.status = status;
+    match shim.run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("shim {}: {e}", opts.id);
+            1
+        }
+    }
+}
+
+fn status_pipe() -> Option<File> {
+    let fd: RawFd = std::env::var(STATUS_FD_ENV).ok()?.parse().ok()?;
+    std::env::remove_var(STATUS_FD_ENV);
+    // SAFETY: the launcher placed this descriptor for us (see launch.rs) and nothing else in
+    // this process uses it; checked to be open before taking ownership.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: as above: an open descriptor that this process owns from here on.
+    let f = unsafe { File::from_raw_fd(fd) };
+    set_cloexec(f.as_raw_fd());
+    Some(f)
+}
+
+fn set_cloexec(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor we own; failure only leaves the flag unset.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
+}
+
+fn take_fd(fd: RawFd) -> Option<File> {
+    // SAFETY: fcntl only queries whether the descriptor is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the launcher passed this descriptor for the shim's exclusive use.
+    let f = unsafe { File::from_raw_fd(fd) };
+    set_cloexec(fd);
+    Some(f)
+}
+
+/// Undoes what a failed start left: engine state, cgroup, the rootfs mount, the pid file.
+fn cleanup_failed_start(id: &str, paths: &ContainerPaths) {
+    let _ = Libcontainer::new(paths.engine()).delete(id);
+    let _ = rootfs::unmount(&paths.rootfs());
+    let _ = std::fs::remove_file(paths.shim_pid());
+    let _ = std::fs::remove_file(paths.socket());
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("container {id}: {0}", id = .1)]
+    Container(#[source] crate::runtime::container::ContainerError, String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("mount the root filesystem: {0}")]
+    Rootfs(#[from] rootfs::RootfsError),
+    #[error("{0}")]
+    Engine(#[from] engine::EngineError),
+    #[error("layer {layer} of the container's image: {reason}")]
+    Layer { layer: String, reason: String },
+    #[error("write the exit record: {0}")]
+    Exit(#[from] crate::runtime::protocol::ProtocolError),
+    #[error("open the log: {0}")]
+    Log(#[from] crate::runtime::logs::LogError),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ShimError {
+    let what = what.into();
+    move |source| ShimError::Io { what, source }
+}
+
+// ---- signals -------------------------------------------------------------------------------
+
+/// Write end of the self-pipe, for the signal handlers.
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let b = sig as u8;
+        // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking so a full pipe
+        // (wakeup already pending) only drops this byte.
+        unsafe {
+            libc::write(fd, (&b as *const u8).cast(), 1);
+        }
+    }
+}
+
+/// Installs handlers: SIGCHLD wakes the loop; SIGTERM, SIGINT, SIGHUP and SIGPIPE are caught
+/// and ignored (a shim must outlive terminals and callers). Handlers, unlike SIG_IGN, are
+/// reset by execve, so container processes start with default dispositions.
+fn install_signal_handlers() -> io::Result<File> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+        .map_err(io::Error::from)?;
+    SIGNAL_PIPE.store(w.as_raw_fd(), Ordering::Relaxed);
+    std::mem::forget(w);
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART | SaFlags::SA_NOCLDSTOP,
+        SigSet::empty(),
+    );
+    for sig in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGPIPE,
+    ] {
+        // SAFETY: the handler only calls write(2) on a descriptor set before installation.
+        unsafe { sigaction(sig, &action) }.map_err(io::Error::from)?;
+    }
+    Ok(File::from(r))
+}
+
+// ---- the shim ------------------------------------------------------------------------------
+
+struct Client {
+    stream: UnixStream,
+    conn: Connection,
+    fds: Vec<OwnedFd>,
+}
+
+struct PendingStop {
+    client: u64,
+    deadline: Instant,
+    killed: bool,
+}
+
+struct Shim {
+    id: String,
+    record: ContainerRecord,
+    paths: ContainerPaths,
+    store: ContainerStore,
+    engine: Libcontainer,
+    init_pid: i32,
+    started_at: SystemTime,
+    listener: UnixListener,
+    signals: File,
+    clients: BTreeMap<u64, Client>,
+    next_client: u64,
+    stdout: Option<File>,
+    stderr: Option<File>,
+    attach_out: Option<File>,
+    attach_err: Option<File>,
+    logs: Option<LogWriter>,
+    status: Option<File>,
+    /// Raw wait status of the init, once it ended.
+    init_status: Option<(i32, SystemTime)>,
+    drain_deadline: Option<Instant>,
+    stops: Vec<PendingStop>,
+    /// Exec'd processes still running: pid -> client waiting for the exit.
+    execs: BTreeMap<i32, u64>,
+    exec_counter: u32,
+}
+
+impl Shim {
+    fn start(
+        opts: &ShimOptions,
+        store: &ContainerStore,
+        paths: &ContainerPaths,
+    ) -> Result<Shim, ShimError> {
+        let id = opts.id.clone();
+        let record = store
+            .load(&id)
+            .map_err(|e| ShimError::Container(e, id.clone()))?;
+        let signals = install_signal_handlers().map_err(io_err("install signal handlers"))?;
+        nix::sys::prctl::set_child_subreaper(true).map_err(|e| ShimError::Io {
+            what: "become the child subreaper".into(),
+            source: e.into(),
+        })?;
+        crate::fsutil::write_atomic(
+            &paths.shim_pid(),
+            format!("{}\n", std::process::id()).as_bytes(),
+        )
+        .map_err(io_err(format!("write {}", paths.shim_pid().display())))?;
+
+        let layers = layer_dirs(&opts.root, &record)?;
+        rootfs::mount_overlay(&paths.overlay(), &layers, &paths.rootfs())?;
+
+        let logs = LogWriter::open(
+            paths.log(),
+            LogConfig {
+                max_size: record.log_max_bytes,
+                max_files: record.log_max_files,
+            },
+        )?;
+        let (out_r, out_w) = pipe().map_err(io_err("create the stdout pipe"))?;
+        let (err_r, err_w) = pipe().map_err(io_err("create the stderr pipe"))?;
+        let stdin = File::open("/dev/null").map_err(io_err("open /dev/null"))?;
+        let listener = bind_listener(&paths.socket())
+            .map_err(io_err(format!("bind {}", paths.socket().display())))?;
+
+        let engine = Libcontainer::new(paths.engine());
+        let init_pid = engine.create(
+            &id,
+            &paths.bundle(),
+            Stdio {
+                stdin: stdin.into(),
+                stdout: out_w,
+                stderr: err_w,
+            },
+        )?;
+        engine.start(&id)?;
+        let started_at = SystemTime::now();
+        set_nonblocking(out_r.as_raw_fd());
+        set_nonblocking(err_r.as_raw_fd());
+        let (attach_out, attach_err) = if opts.attach {
+            (take_fd(ATTACH_OUT_FD), take_fd(ATTACH_ERR_FD))
+        } else {
+            (None, None)
+        };
+        Ok(Shim {
+            id,
+            record,
+            paths: paths.clone(),
+            store: store.clone(),
+            engine,
+            init_pid,
+            started_at,
+            listener,
+            signals,
+            clients: BTreeMap::new(),
+            next_client: 0,
+            stdout: Some(File::from(out_r)),
+            stderr: Some(File::from(err_r)),
+            attach_out,
+            attach_err,
+            logs: Some(logs),
+            status: None,
+            init_status: None,
+            drain_deadline: None,
+            stops: Vec::new(),
+            execs: BTreeMap::new(),
+            exec_counter: 0,
+        })
+    }
+
+    fn run(&mut self) -> Result<(), ShimError> {
+        // A child that ended before the handlers saw it is found by the first sweep.
+        self.reap();
+        loop {
+            if self.init_status.is_some() {
+                let drained = self.stdout.is_none() && self.stderr.is_none();
+                let late = self.drain_deadline.is_some_and(|d| Instant::now() >= d);
+                if drained || late {
+                    return self.finish();
+                }
+            }
+            self.poll_once();
+        }
+    }
+
+    fn poll_once(&mut self) {
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let pollfd = |fd: RawFd, events: libc::c_short| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        fds.push(pollfd(self.signals.as_raw_fd(), libc::POLLIN));
+        fds.push(pollfd(self.listener.as_raw_fd(), libc::POLLIN));
+        fds.push(pollfd(
+            self.stdout.as_ref().map_or(-1, |f| f.as_raw_fd()),
+            libc::POLLIN,
+        ));
+        fds.push(pollfd(
+            self.stderr.as_ref().map_or(-1, |f| f.as_raw_fd()),
+            libc::POLLIN,
+        ));
+        let ids: Vec<u64> = self.clients.keys().copied().collect();
+        for id in &ids {
+            let c = &self.clients[id];
+            let mut ev = 0;
+            if c.conn.wants_read() {
+                ev |= libc::POLLIN;
+            }
+            if c.conn.wants_write() {
+                ev |= libc::POLLOUT;
+            }
+            fds.push(pollfd(c.stream.as_raw_fd(), ev));
+        }
+        let timeout = self.poll_timeout();
+        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if rc < 0 {
+            return; // EINTR: a signal handler ran; loop again.
+        }
+        let ready = |i: usize| fds[i].revents != 0;
+        if ready(0) {
+            let mut buf = [0u8; 64];
+            while matches!((&self.signals).read(&mut buf), Ok(n) if n > 0) {}
+        }
+        // Reap on every wakeup: cheap, and robust against coalesced signals.
+        self.reap();
+        if ready(1) {
+            self.accept();
+        }
+        if ready(2) {
+            self.pump(Stream::Stdout);
+        }
+        if ready(3) {
+            self.pump(Stream::Stderr);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            if fds[4 + i].revents != 0 {
+                self.service_client(*id);
+            }
+        }
+        self.check_stops();
+        self.clients.retain(|_, c| !c.conn.is_finished());
+    }
+
+    fn poll_timeout(&self) -> libc::c_int {
+        let now = Instant::now();
+        let deadlines = self
+            .stops
+            .iter()
+            .filter(|s| !s.killed)
+            .map(|s| s.deadline)
+            .chain(self.drain_deadline);
+        match deadlines.min() {
+            None => -1,
+            Some(d) => d.saturating_duration_since(now).as_millis().min(60_000) as libc::c_int + 1,
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with a valid out pointer; WNOHANG never blocks.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            if pid == self.init_pid && self.init_status.is_none() {
+                self.init_status = Some((status, SystemTime::now()));
+                self.drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+            } else if let Some(client) = self.execs.remove(&pid) {
+                let (exit_code, signal) = decode_status(status);
+                self.respond(client, &Response::ExecExited { exit_code, signal });
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    self.next_client += 1;
+                    self.clients.insert(
+                        self.next_client,
+                        Client {
+                            stream,
+                            conn: Connection::new(format!(
+                                "dockmaster-shim {}",
+                                env!("CARGO_PKG_VERSION")
+                            )),
+                            fds: Vec::new(),
+                        },
+                    );
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Moves what the container wrote on one stream into the log (and the attached caller).
+    fn pump(&mut self, stream: Stream) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        // Bounded: a chatty container must not starve the socket.
+        for _ in 0..16 {
+            let pipe = match stream {
+                Stream::Stdout => self.stdout.as_mut(),
+                Stream::Stderr => self.stderr.as_mut(),
+            };
+            let Some(pipe) = pipe else { return };
+            match pipe.read(&mut buf) {
+                Ok(0) => {
+                    if let Some(l) = self.logs.as_mut() {
+                        l.close_stream(stream);
+                    }
+                    match stream {
+                        Stream::Stdout => self.stdout = None,
+                        Stream::Stderr => self.stderr = None,
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    if let Some(l) = self.logs.as_mut() {
+                        l.write(stream, &buf[..n]);
+                        if let Some(e) = l.take_error() {
+                            eprintln!("shim {}: log: {e}", self.id);
+                        }
+                    }
+                    let attached = match stream {
+                        Stream::Stdout => &mut self.attach_out,
+                        Stream::Stderr => &mut self.attach_err,
+                    };
+                    if let Some(f) = attached.as_mut() {
+                        // The caller went away: stop copying, keep logging.
+                        if f.write_all(&buf[..n]).is_err() {
+                            *attached = None;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn service_client(&mut self, id: u64) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.conn.wants_read() {
+            let mut reader = fdpass::FdReader {
+                stream: &c.stream,
+                fds: &mut c.fds,
+            };
+            loop {
+                match c.conn.read_from(&mut reader) {
+                    Ok(ReadOutcome::Data(_)) => continue,
+                    Ok(ReadOutcome::WouldBlock) | Ok(ReadOutcome::Closed) => break,
+                    Err(_) => {
+                        self.clients.remove(&id);
+                        return;
+                    }
+                }
+            }
+        }
+        while let Some(request) = self
+            .clients
+            .get_mut(&id)
+            .and_then(|c| c.conn.next_request())
+        {
+            self.handle(id, request);
+        }
+        self.flush(id);
+    }
+
+    fn flush(&mut self, id: u64) {
+        if let Some(c) = self.clients.get_mut(&id) {
+            if c.conn.wants_write() {
+                let mut s = &c.stream;
+                if c.conn.write_to(&mut s).is_err() {
+                    self.clients.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn respond(&mut self, id: u64, response: &Response) {
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.conn.respond(response);
+        }
+        self.flush(id);
+    }
+
+    fn state(&self) -> ContainerState {
+        match self.init_status {
+            None => ContainerState {
+                status: Status::Running,
+                pid: Some(self.init_pid),
+                exit_code: None,
+                signal: None,
+                oom_killed: false,
+                started_at: Some(self.started_at),
+                finished_at: None,
+            },
+            Some((status, at)) => {
+                let (exit_code, signal) = decode_status(status);
+                ContainerState {
+                    status: Status::Stopped,
+                    pid: None,
+                    exit_code: Some(exit_code),
+                    signal,
+                    oom_killed: false,
+                    started_at: Some(self.started_at),
+                    finished_at: Some(at),
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, client: u64, request: Request) {
+        let running = self.init_status.is_none();
+        match request {
+            Request::Hello { .. } => {}
+            Request::State => {
+                let state = self.state();
+                self.respond(client, &Response::State(state));
+            }
+            Request::Signal { signal } => {
+                let response = if !(1..=64).contains(&signal) {
+                    Response::error(ErrorKind::Invalid, format!("invalid signal {signal}"))
+                } else if !running {
+                    Response::error(
+                        ErrorKind::Conflict,
+                        format!("container {} is not running", self.id),
+                    )
+                } else {
+                    // SAFETY: kill(2) on our own child, which we have not reaped.
+                    match unsafe { libc::kill(self.init_pid, signal) } {
+                        0 => Response::Ok,
+                        _ => Response::error(
+                            ErrorKind::Internal,
+                            format!("signal {signal}: {}", io::Error::last_os_error()),
+                        ),
+                    }
+                };
+                self.respond(client, &response);
+            }
+            Request::Stop { grace_secs } => {
+                if !running {
+                    self.respond(client, &Response::Ok);
+                    return;
+                }
+                let grace = Duration::from_secs(grace_secs);
+                // SAFETY: kill(2) on our own unreaped child.
+                unsafe { libc::kill(self.init_pid, self.record.stop_signal) };
+                self.stops.push(PendingStop {
+                    client,
+                    deadline: Instant::now() + grace,
+                    killed: false,
+                });
+                self.check_stops();
+            }
+            Request::Stats => {
+                let stats = self.stats();
+                self.respond(client, &Response::Stats(stats));
+            }
+            Request::Exec(req) => {
+                if !running {
+                    let r = Response::error(
+                        ErrorKind::Conflict,
+                        format!("container {} is not running", self.id),
+                    );
+                    self.respond(client, &r);
+                    return;
+                }
+                self.exec(client, req);
+            }
+        }
+    }
+
+    fn check_stops(&mut self) {
+        let now = Instant::now();
+        let mut kill = false;
+        for s in self.stops.iter_mut() {
+            if !s.killed && now >= s.deadline {
+                s.killed = true;
+                kill = true;
+            }
+        }
+        if kill && self.init_status.is_none() {
+            self.kill_all();
+        }
+    }
+
+    /// SIGKILL to the init (which takes its PID namespace with it) and to anything in the
+    /// cgroup (processes that joined without being in the namespace).
+    fn kill_all(&self) {
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe { libc::kill(self.init_pid, libc::SIGKILL) };
+        if let Some(cg) = engine::container_cgroup(&self.id) {
+            let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    fn stats(&self) -> ContainerStats {
+        let s = engine::container_cgroup(&self.id)
+            .and_then(|c| c.stats().ok())
+            .unwrap_or_default();
+        ContainerStats {
+            cpu_ns: s.cpu_usage_ns.unwrap_or(0),
+            memory_bytes: s.memory_usage_bytes.unwrap_or(0),
+            memory_limit: s.memory_limit_bytes,
+            oom_kills: s.oom_kills.unwrap_or(0),
+            pids: s.pids_current.unwrap_or(0),
+        }
+    }
+
+    fn exec(&mut self, client: u64, req: crate::runtime::protocol::ExecRequest) {
+        self.exec_counter += 1;
+        let fds = self
+            .clients
+            .get_mut(&client)
+            .map(|c| std::mem::take(&mut c.fds))
+            .unwrap_or_default();
+        match exec::start(self, &req, fds) {
+            Ok((pid, master)) => {
+                self.execs.insert(pid, client);
+                let response = Response::ExecStarted { pid };
+                match master {
+                    None => self.respond(client, &response),
+                    Some(master) => self.respond_with_fd(client, &response, master),
+                }
+                // It may have ended already; the sweep answers with its exit.
+                self.reap();
+            }
+            Err((kind, message)) => self.respond(client, &Response::error(kind, message)),
+        }
+    }
+
+    /// Sends a response with a descriptor attached, bypassing the connection's buffer (which
+    /// is flushed first so responses stay in order).
+    fn respond_with_fd(&mut self, id: u64, response: &Response, fd: OwnedFd) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let mut s = &c.stream;
+        while c.conn.wants_write() {
+            if c.conn.write_to(&mut s).is_err() {
+                self.clients.remove(&id);
+                return;
+            }
+        }
+        let frame = serde_json::to_vec(response)
+            .ok()
+            .and_then(|b| encode_frame(&b).ok());
+        let ok = frame
+            .map(|f| fdpass::send_with_fds(&c.stream, &f, &[fd.as_raw_fd()]).is_ok())
+            .unwrap_or(false);
+        if !ok {
+            self.clients.remove(&id);
+        }
+    }
+
+    /// The init ended and its output is drained: record, clean up, answer, exit.
+    fn finish(&mut self) -> Result<(), ShimError> {
+        let (status, finished_at) = self.init_status.expect("finish only after the init ended");
+        if let Some(logs) = self.logs.take() {
+            if let Err(e) = logs.close() {
+                eprintln!("shim {}: log: {e}", self.id);
+            }
+        }
+        let oom_killed = engine::container_cgroup(&self.id)
+            .and_then(|c| c.stats().ok())
+            .and_then(|s| s.oom_kills)
+            .is_some_and(|n| n > 0);
+        let record =
+            ExitRecord::from_wait_status(status, oom_killed, Some(self.started_at), finished_at);
+        let write_result = record.write(&self.paths.exit());
+        if let Err(e) = self.engine.delete(&self.id) {
+            eprintln!("shim {}: {e}", self.id);
+        }
+        if let Err(e) = rootfs::unmount(&self.paths.rootfs()) {
+            eprintln!("shim {}: {e}", self.id);
+        }
+        let stops: Vec<u64> = self.stops.drain(..).map(|s| s.client).collect();
+        for client in stops {
+            self.respond(client, &Response::Ok);
+        }
+        // Exec'd processes died with the PID namespace; answer whoever still waits.
+        self.reap();
+        let waiting: Vec<u64> = std::mem::take(&mut self.execs).into_values().collect();
+        for client in waiting {
+            self.respond(
+                client,
+                &Response::error(ErrorKind::Conflict, "the container stopped"),
+            );
+        }
+        self.flush_all(Duration::from_secs(1));
+        let _ = std::fs::remove_file(self.paths.socket());
+        let _ = std::fs::remove_file(self.paths.shim_pid());
+        if self.record.auto_remove {
+            if let Err(e) = self.store.remove(&self.id) {
+                eprintln!("shim {}: {e}", self.id);
+            }
+        }
+        // Last: a foreground `run --rm` returns only once the container is gone.
+        if let Some(s) = self.status.as_mut() {
+            let _ = writeln!(s, "exited {}", record.exit_code);
+        }
+        write_result.map_err(ShimError::from)
+    }
+
+    fn flush_all(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline && self.clients.values().any(|c| c.conn.wants_write()) {
+            let ids: Vec<u64> = self.clients.keys().copied().collect();
+            for id in ids {
+                self.flush(id);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Exit code and signal from a raw wait status, Docker's way (128 + signal).
+fn decode_status(status: i32) -> (i32, Option<i32>) {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        (128 + sig, Some(sig))
+    } else {
+        (libc::WEXITSTATUS(status), None)
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+}
+
+/// The snapshot directories of the container's layers, topmost first.
+fn layer_dirs(root: &Path, record: &ContainerRecord) -> Result<Vec<PathBuf>, ShimError> {
+    let snapshots = SnapshotStore::open(root).map_err(|e| ShimError::Layer {
+        layer: "-".into(),
+        reason: e.to_string(),
+    })?;
+    let mut out = Vec::with_capacity(record.layers.len());
+    for layer in record.layers.iter().rev() {
+        let digest = Digest::parse(layer).map_err(|e| ShimError::Layer {
+            layer: layer.clone(),
+            reason: e.to_string(),
+        })?;
+        if !snapshots.contains(&digest) {
+            return Err(ShimError::Layer {
+                layer: layer.clone(),
+                reason: "its snapshot is missing (was the image removed?)".into(),
+            });
+        }
+        out.push(snapshots.path(&digest));
+    }
+    Ok(out)
+}
