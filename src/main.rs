@@ -9,11 +9,15 @@ fn main() {
     if let Some(command) = dockmaster::runtime::init::command_from_args(&args) {
         std::process::exit(dockmaster::runtime::init::main(command));
     }
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DOCKMASTER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("DOCKMASTER_LOG").unwrap_or_else(|_| {
+                // libcgroups warns about every v1 controller the host lacks, on each create.
+                tracing_subscriber::EnvFilter::new("warn,libcgroups=error")
+            }),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let cli = dockmaster::cli::Cli::parse();

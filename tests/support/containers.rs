@@ -1,0 +1,174 @@
+//! A state root with the busybox fixture imported, for tests that run real containers with
+//! the `dockmaster` binary. Dropping it force-removes every container it created (which
+//! kills them and unmounts their rootfs), so a failing test leaves no container, mount or
+//! cgroup behind.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::env::TempRoot;
+use super::fixtures::busybox;
+use super::image::write_oci_layout;
+
+/// The tag the busybox fixture is imported under.
+pub const BUSYBOX: &str = "localhost/busybox:test";
+
+pub struct Host {
+    pub root: TempRoot,
+}
+
+impl Host {
+    /// A fresh root with [`BUSYBOX`] imported.
+    pub fn new() -> Host {
+        let root = TempRoot::new();
+        let layout = root.path().join("busybox-layout");
+        let image = busybox();
+        write_oci_layout(&layout, &[(BUSYBOX, &image)]);
+        let host = Host { root };
+        host.ok(&[
+            "image",
+            "import",
+            layout.to_str().unwrap(),
+            "--tag",
+            BUSYBOX,
+        ]);
+        host
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.root.dockmaster();
+        c.args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run dockmaster")
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dockmaster {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `run --rm IMAGE sh -c SCRIPT` in the foreground with extra flags; returns the output.
+    pub fn sh(&self, flags: &[&str], script: &str) -> Output {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[BUSYBOX, "sh", "-c", script]);
+        self.run(&args)
+    }
+
+    /// Like [`Host::sh`], expecting exit 0; returns stdout.
+    pub fn sh_ok(&self, flags: &[&str], script: &str) -> String {
+        let out = self.sh(flags, script);
+        assert!(
+            out.status.success(),
+            "script {script:?} with {flags:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `run -d [flags] IMAGE CMD...`; returns the container id.
+    pub fn detached(&self, flags: &[&str], command: &[&str]) -> String {
+        let mut args = vec!["run", "-d"];
+        args.extend_from_slice(flags);
+        args.push(BUSYBOX);
+        args.extend_from_slice(command);
+        self.ok(&args).trim().to_string()
+    }
+
+    /// `inspect ID` as JSON (the single object).
+    pub fn inspect(&self, id: &str) -> serde_json::Value {
+        let out = self.ok(&["inspect", id]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("inspect prints JSON");
+        v[0].clone()
+    }
+
+    /// Waits until `inspect` says the container's status is `status`.
+    pub fn wait_status(&self, id: &str, status: &str, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.inspect(id);
+            if v["State"]["Status"] == status {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {id} did not reach {status} within {within:?}: {v:#}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The container's directory in the state root.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.root().join("containers").join(id)
+    }
+
+    /// Ids of all containers in this root.
+    pub fn all_ids(&self) -> Vec<String> {
+        self.ok(&["ps", "-a", "-q", "--no-trunc"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let ids = self
+            .root
+            .dockmaster()
+            .args(["ps", "-a", "-q", "--no-trunc"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.lines() {
+            let _ = self.root.dockmaster().args(["rm", "-f", id]).output();
+        }
+    }
+}
+
+/// cgroup directories of a container on this host (v1 controllers and the unified tree).
+pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        for e in entries.flatten() {
+            let p = e.path().join("dockmaster").join(id);
+            if p.exists() {
+                out.push(p);
+            }
+        }
+    }
+    let unified = PathBuf::from("/sys/fs/cgroup/dockmaster").join(id);
+    if unified.exists() {
+        out.push(unified);
+    }
+    out
+}
+
+/// Mount points under `dir` (from /proc/self/mountinfo).
+pub fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&dir))
+        .collect()
+}
