@@ -259,7 +259,7 @@ fn run_inner(root: &Path, config: &AgentConfig, args: RunArgs) -> Result<i32, Ru
     if images.find(&args.image).is_err() {
         super::image::pull_for_run(root, config, &args.image)?;
     }
-    let request = create_request(&args)?;
+    let request = create_request(root, &args)?;
     let (record, paths) = create(root, request)?;
     let attach = !args.detach;
     let launched = match shim::spawn(root, &record.id, &paths, attach) {
@@ -328,7 +328,7 @@ impl SignalForwarder {
     }
 }
 
-fn create_request(args: &RunArgs) -> anyhow::Result<CreateRequest> {
+fn create_request(root: &Path, args: &RunArgs) -> anyhow::Result<CreateRequest> {
     let mut options = ContainerOptions {
         command: args.command.clone(),
         entrypoint: args.entrypoint.as_ref().map(|e| {
@@ -400,8 +400,9 @@ fn create_request(args: &RunArgs) -> anyhow::Result<CreateRequest> {
         }
     };
     if args.init {
-        let exe = std::env::current_exe().context("locate the dockmaster binary for --init")?;
-        options.init = Some(InitProcess::new(exe));
+        let init = crate::runtime::init::install_static_init(root)
+            .with_context(|| format!("install the container init under {}", root.display()))?;
+        options.init = Some(InitProcess::new(init));
     }
     let mut labels = BTreeMap::new();
     for l in &args.label {

@@ -103,8 +103,12 @@ impl Host {
     pub fn wait_status(&self, id: &str, status: &str, within: Duration) -> serde_json::Value {
         let deadline = Instant::now() + within;
         loop {
-            let v = self.inspect(id);
-            if v["State"]["Status"] == status {
+            // The container may not exist yet (a launcher still creating it).
+            let out = self.run(&["inspect", id]);
+            let v: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+            let v = v[0].clone();
+            if out.status.success() && v["State"]["Status"] == status {
                 return v;
             }
             assert!(
