@@ -333,3 +333,25 @@ fn names_prefixes_and_removal() {
     let missing = host.run(&["inspect", "web"]);
     assert!(err_text(&missing).contains("no such container: web"));
 }
+
+#[test]
+fn containers_keep_their_image_from_rmi_and_prune() {
+    let host = Host::new();
+    let id = host.detached(&[], &["true"]);
+    host.wait_status(&id, "exited", Duration::from_secs(10));
+    let refused = host.run(&["rmi", BUSYBOX]);
+    assert!(!refused.status.success());
+    assert!(
+        err_text(&refused).contains(&id[..12]),
+        "{}",
+        err_text(&refused)
+    );
+    host.ok(&["image", "prune"]);
+    // The stopped container's layer snapshots survive the prune.
+    let snapshots = host.root.root().join("snapshots/sha256");
+    assert!(std::fs::read_dir(&snapshots).unwrap().count() >= 1);
+    host.ok(&["rm", &id]);
+    host.ok(&["rmi", BUSYBOX]);
+    host.ok(&["image", "prune"]);
+    assert_eq!(std::fs::read_dir(&snapshots).unwrap().count(), 0);
+}

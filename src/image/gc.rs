@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use super::metadata::ImageRecord;
 use super::{Digest, ImageError, ImageStore};
+use crate::runtime::container::{ContainerRecord, ContainerStore};
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct PruneReport {
@@ -29,12 +30,38 @@ fn referenced(records: &[ImageRecord]) -> (BTreeSet<Digest>, BTreeSet<Digest>) {
     (blobs, snapshots)
 }
 
-/// `image prune`: removes every blob and snapshot that no image references, and partial
-/// downloads left by dead processes.
+/// What containers (running or not) still use: their image's config and layer snapshots.
+/// They are gc roots even when no image record names them any more (the tag moved on).
+fn used_by_containers(store: &ImageStore) -> Result<Vec<ContainerRecord>, ImageError> {
+    ContainerStore::new(&store.root)
+        .list()
+        .map_err(|e| ImageError::Internal(format!("read the containers that use images: {e}")))
+}
+
+fn add_container_roots(
+    containers: &[ContainerRecord],
+    blobs: &mut BTreeSet<Digest>,
+    snapshots: &mut BTreeSet<Digest>,
+) {
+    for c in containers {
+        if let Ok(d) = Digest::parse(&c.image_id) {
+            blobs.insert(d);
+        }
+        snapshots.extend(c.layers.iter().filter_map(|l| Digest::parse(l).ok()));
+    }
+}
+
+/// `image prune`: removes every blob and snapshot that no image or container references, and
+/// partial downloads left by dead processes.
 pub fn prune(store: &ImageStore) -> Result<PruneReport, ImageError> {
     let _guard = store.gc_exclusive()?;
     let records = store.db.list()?;
-    let (keep_blobs, keep_snaps) = referenced(&records);
+    let (mut keep_blobs, mut keep_snaps) = referenced(&records);
+    add_container_roots(
+        &used_by_containers(store)?,
+        &mut keep_blobs,
+        &mut keep_snaps,
+    );
     let mut report = PruneReport::default();
     for (d, size) in store.content.list()? {
         if !keep_blobs.contains(&d) {
@@ -59,8 +86,24 @@ pub fn remove_images(
     references: &[String],
 ) -> Result<(Vec<ImageRecord>, PruneReport), ImageError> {
     let _guard = store.gc_exclusive()?;
+    // Like `docker rmi`: an image a container uses (running or stopped) stays.
+    let containers = used_by_containers(store)?;
+    for reference in references {
+        let Ok(image) = store.find(reference) else {
+            continue;
+        };
+        let id = image.config_digest.to_string();
+        if let Some(c) = containers.iter().find(|c| c.image_id == id) {
+            return Err(ImageError::Conflict(format!(
+                "image {reference} is used by container {} ({}): remove the container first",
+                c.name,
+                &c.id[..12]
+            )));
+        }
+    }
     let removed = store.db.remove(references)?;
-    let (keep_blobs, keep_snaps) = referenced(&store.db.list()?);
+    let (mut keep_blobs, mut keep_snaps) = referenced(&store.db.list()?);
+    add_container_roots(&containers, &mut keep_blobs, &mut keep_snaps);
     let (cand_blobs, cand_snaps) = referenced(&removed);
     let mut report = PruneReport::default();
     for d in cand_blobs.difference(&keep_blobs) {

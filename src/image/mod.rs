@@ -78,6 +78,8 @@ pub enum ImageError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -95,6 +97,7 @@ impl Categorized for ImageError {
             ImageError::Snapshot(e) => e.category(),
             ImageError::Metadata(e) => e.category(),
             ImageError::NotFound(_) => Category::NotFound,
+            ImageError::Conflict(_) => Category::Conflict,
             ImageError::Io { .. } | ImageError::Internal(_) => Category::Internal,
             ImageError::Manifest { .. }
             | ImageError::NestedIndex { .. }
