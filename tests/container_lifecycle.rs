@@ -355,3 +355,31 @@ fn containers_keep_their_image_from_rmi_and_prune() {
     host.ok(&["image", "prune"]);
     assert_eq!(std::fs::read_dir(&snapshots).unwrap().count(), 0);
 }
+
+#[test]
+fn shim_reports_state_and_stats_over_its_socket() {
+    use dockmaster::runtime::protocol::{Client, Status};
+    let host = Host::new();
+    let id = host.detached(
+        &["-m", "64m"],
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 2000000 /dev/zero | tr '\\0' a); sleep 30; echo ${#x}",
+        ],
+    );
+    host.wait_status(&id, "running", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let socket = host.container_dir(&id).join("shim.sock");
+    let mut client = Client::connect(&socket, Duration::from_secs(5)).unwrap();
+    let state = client.state().unwrap();
+    assert_eq!(state.status, Status::Running);
+    assert!(state.pid.unwrap() > 1);
+    let stats = client.stats().unwrap();
+    assert_eq!(stats.memory_limit, Some(64 * 1024 * 1024));
+    assert!(stats.memory_bytes > 1_000_000, "{stats:?}");
+    assert!(stats.cpu_ns > 0, "{stats:?}");
+    assert!(stats.pids >= 2, "{stats:?}");
+    assert_eq!(stats.oom_kills, 0);
+    host.ok(&["rm", "-f", &id]);
+}

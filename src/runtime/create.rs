@@ -42,7 +42,7 @@ pub enum CreateError {
     Image(#[from] ImageError),
     #[error("image {image}: read its config: {reason}")]
     Config { image: String, reason: String },
-    #[error("container {name} (image {image}): {source}")]
+    #[error("container {name} (image {image})")]
     Spec {
         name: String,
         image: String,
@@ -55,7 +55,7 @@ pub enum CreateError {
     StopSignal(String),
     #[error("invalid log options: {0}")]
     Log(String),
-    #[error("container {id}: {what}: {source}")]
+    #[error("container {id}: {what}")]
     Io {
         id: String,
         what: String,

@@ -174,3 +174,23 @@ pub fn apply_layer<R: Read>(
 ) -> Result<ApplyStats, UnpackError> {
     apply::apply(tar, dest, opts)
 }
+
+/// `mkdir -p` of `path` inside the directory tree at `root`, resolving symlinks as if `root`
+/// were `/` (nothing is created outside it). For a container's working directory, which
+/// Docker creates when the image lacks it.
+pub fn create_dir_in_root(root: &std::path::Path, path: &str) -> std::io::Result<()> {
+    let comps: Vec<&[u8]> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(str::as_bytes)
+        .collect();
+    if comps.contains(&&b".."[..]) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{path:?} contains `..`"),
+        ));
+    }
+    root::Root::open(root, 0o022)?
+        .resolve(&comps, true)
+        .map(|_| ())
+}

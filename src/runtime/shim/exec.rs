@@ -446,7 +446,8 @@ fn relay_terminal(
             let n = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 || master_file.write_all(&buf[..n as usize]).is_err() {
                 stdin_open = false;
-            }        }
+            }
+        }
         if fds[0].revents != 0 && exit.is_none() {
             if let Some((r, _)) = reader.buffered(container)? {
                 exit = Some(r);

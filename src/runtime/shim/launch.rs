@@ -202,9 +202,13 @@ fn finish_spawn(
                     status: attach.then_some(reader),
                 })
             } else {
+                let message = line.strip_prefix("error ").unwrap_or(line);
+                // The shim's errors already start with the container; say it once.
+                let prefix = format!("container {id}: ");
+                let message = message.strip_prefix(&prefix).unwrap_or(message);
                 Err(LaunchError::Failed {
                     id: id.to_string(),
-                    message: line.strip_prefix("error ").unwrap_or(line).to_string(),
+                    message: message.to_string(),
                     log,
                 })
             }

@@ -69,11 +69,34 @@ pub fn main(opts: ShimOptions) -> i32 {
     let mut shim = match started {
         Ok(shim) => shim,
         Err(e) => {
-            eprintln!("shim {}: {e:#}", opts.id);
-            if let Some(s) = status.as_mut() {
-                let _ = writeln!(s, "error {}", format!("{e:#}").replace('\n', " "));
-            }
+            let message = format!("{e:#}").replace('\n', " ");
+            eprintln!("shim {}: {message}", opts.id);
+            // Clean up before reporting: the launcher may act on the container right after.
             cleanup_failed_start(&opts.id, &paths);
+            let auto_remove = store.load(&opts.id).is_ok_and(|r| r.auto_remove);
+            if auto_remove {
+                let _ = store.remove(&opts.id);
+            } else {
+                // The container never ran: record it like Docker's exit codes for a command
+                // that cannot be found (127) or run (126).
+                let code = if message.contains("not found") || message.contains("No such file") {
+                    127
+                } else {
+                    126
+                };
+                let now = SystemTime::now();
+                let _ = ExitRecord {
+                    exit_code: code,
+                    signal: None,
+                    oom_killed: false,
+                    started_at: None,
+                    finished_at: now,
+                }
+                .write(&paths.exit());
+            }
+            if let Some(s) = status.as_mut() {
+                let _ = writeln!(s, "error {message}");
+            }
             return 1;
         }
     };
@@ -138,23 +161,23 @@ fn cleanup_failed_start(id: &str, paths: &ContainerPaths) {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
-    #[error("container {id}: {0}", id = .1)]
+    #[error("container {id}", id = .1)]
     Container(#[source] crate::runtime::container::ContainerError, String),
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
         source: io::Error,
     },
-    #[error("mount the root filesystem: {0}")]
+    #[error("mount the root filesystem")]
     Rootfs(#[from] rootfs::RootfsError),
-    #[error("{0}")]
+    #[error(transparent)]
     Engine(#[from] engine::EngineError),
     #[error("layer {layer} of the container's image: {reason}")]
     Layer { layer: String, reason: String },
-    #[error("write the exit record: {0}")]
+    #[error("write the exit record")]
     Exit(#[from] crate::runtime::protocol::ProtocolError),
-    #[error("open the log: {0}")]
+    #[error("open the log")]
     Log(#[from] crate::runtime::logs::LogError),
 }
 
@@ -271,6 +294,16 @@ impl Shim {
 
         let layers = layer_dirs(&opts.root, &record)?;
         rootfs::mount_overlay(&paths.overlay(), &layers, &paths.rootfs())?;
+        // Docker creates a working directory the image lacks (in the container's upper dir).
+        let spec = oci_spec::runtime::Spec::load(paths.spec()).map_err(|e| ShimError::Io {
+            what: format!("read {}", paths.spec().display()),
+            source: io::Error::other(e.to_string()),
+        })?;
+        if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd().clone()) {
+            let cwd = cwd.to_string_lossy().into_owned();
+            crate::image::unpack::create_dir_in_root(&paths.rootfs(), &cwd)
+                .map_err(io_err(format!("create the working directory {cwd}")))?;
+        }
 
         let logs = LogWriter::open(
             paths.log(),

@@ -120,6 +120,38 @@ pub fn parse_capability(name: &str) -> Result<Capability, SpecError> {
 /// Docker's `TweakCapabilities`: privileged gets everything; `--cap-add ALL` gives everything
 /// but the drops; `--cap-drop ALL` keeps only the adds; otherwise defaults minus drops plus adds.
 /// Every name is checked, also when privileged makes it moot.
+/// Restricts `caps` to what the host can grant (`host`: bit N = capability N). Capabilities
+/// asked for by name in `add` that the host lacks are an error naming them; the rest (the
+/// privileged set, `ALL`) are trimmed silently, as Docker does.
+pub fn restrict_to_host(
+    caps: Vec<Capability>,
+    add: &[String],
+    host: Option<u64>,
+) -> Result<Vec<Capability>, SpecError> {
+    let Some(host) = host else {
+        return Ok(caps);
+    };
+    let has = |c: &Capability| {
+        ALL_CAPABILITIES
+            .iter()
+            .position(|(_, x)| x == c)
+            .is_some_and(|bit| bit < 64 && host & (1u64 << bit) != 0)
+    };
+    for name in add {
+        if let CapName::One(c) = parse_name(name)? {
+            if !has(&c) {
+                return Err(SpecError::invalid(
+                    "cap_add",
+                    name.clone(),
+                    "this host cannot grant it: it is not in dockmaster's permitted \
+                     capabilities (the host or its container runtime dropped it)",
+                ));
+            }
+        }
+    }
+    Ok(caps.into_iter().filter(has).collect())
+}
+
 pub fn resolve_capabilities(
     add: &[String],
     drop: &[String],
@@ -288,5 +320,27 @@ mod tests {
         assert_eq!(lc.permitted().as_ref().unwrap(), &expected);
         assert!(lc.inheritable().as_ref().unwrap().is_empty());
         assert!(lc.ambient().as_ref().unwrap().is_empty());
+    }
+
+    #[test]
+    fn capabilities_the_host_lacks() {
+        // A host without CAP_SYS_RESOURCE (bit 24), like this test machine.
+        let host = Some(((1u64 << 41) - 1) & !(1 << 24));
+        let privileged = resolve_capabilities(&[], &[], true).unwrap();
+        let trimmed = restrict_to_host(privileged.clone(), &[], host).unwrap();
+        assert_eq!(trimmed.len(), privileged.len() - 1);
+        assert!(!trimmed.contains(&Capability::SysResource));
+        let err = restrict_to_host(privileged, &s(&["SYS_RESOURCE"]), host).unwrap_err();
+        assert!(err.to_string().contains("SYS_RESOURCE"), "{err}");
+        // ALL is trimmed silently; unknown host keeps everything.
+        assert!(
+            restrict_to_host(vec![Capability::SysResource], &s(&["ALL"]), host)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            restrict_to_host(vec![Capability::SysResource], &[], None).unwrap(),
+            vec![Capability::SysResource]
+        );
     }
 }

@@ -273,6 +273,7 @@ mod tests {
 
     fn host() -> HostLimits {
         HostLimits {
+            capabilities: None,
             cpus: Some(2),
             ..Default::default()
         }

@@ -89,7 +89,11 @@ pub fn build_spec_for(
     let env = process::container_env(config, opts, &hostname, &user.home)?;
     let cwd = process::working_dir(config, opts)?;
 
-    let caps = capabilities::resolve_capabilities(&opts.cap_add, &opts.cap_drop, opts.privileged)?;
+    let caps = capabilities::restrict_to_host(
+        capabilities::resolve_capabilities(&opts.cap_add, &opts.cap_drop, opts.privileged)?,
+        &opts.cap_add,
+        host.capabilities,
+    )?;
     let mut seccomp_unconfined = false;
     let mut no_new_privileges = false;
     for opt in &opts.security_opts {

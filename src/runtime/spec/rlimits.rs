@@ -184,6 +184,9 @@ pub struct HostLimits {
     pub can_raise: bool,
     /// CPUs available to this process (upper bound for `--cpus`), when known.
     pub cpus: Option<u32>,
+    /// Capabilities this process may grant (its permitted set, bit N = capability N); `None`
+    /// when unknown (then nothing is restricted).
+    pub capabilities: Option<u64>,
 }
 
 impl HostLimits {
@@ -196,12 +199,12 @@ impl HostLimits {
                 limit.maximum.map(|max| (k, max))
             })
             .collect();
-        let can_raise = rustix::thread::capabilities(None)
-            .map(|sets| {
-                sets.effective
-                    .contains(rustix::thread::CapabilitySet::SYS_RESOURCE)
-            })
-            .unwrap_or(false);
+        let sets = rustix::thread::capabilities(None).ok();
+        let can_raise = sets.is_some_and(|sets| {
+            sets.effective
+                .contains(rustix::thread::CapabilitySet::SYS_RESOURCE)
+        });
+        let capabilities = sets.map(|sets| sets.permitted.bits());
         let cpus = std::thread::available_parallelism()
             .ok()
             .and_then(|n| u32::try_from(n.get()).ok());
@@ -209,6 +212,7 @@ impl HostLimits {
             hard,
             can_raise,
             cpus,
+            capabilities,
         }
     }
 
@@ -262,6 +266,7 @@ mod tests {
 
     fn host(nofile: u64, can_raise: bool) -> HostLimits {
         HostLimits {
+            capabilities: None,
             hard: BTreeMap::from([(RlimitKind::Nofile, nofile)]),
             can_raise,
             cpus: Some(2),

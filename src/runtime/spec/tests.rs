@@ -68,6 +68,7 @@ fn options() -> ContainerOptions {
 
 fn host() -> HostLimits {
     HostLimits {
+        capabilities: None,
         hard: BTreeMap::from([(RlimitKind::Nofile, 20_000)]),
         can_raise: false,
         cpus: Some(2),
