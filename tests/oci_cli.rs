@@ -2,6 +2,8 @@
 //! config.json comes from dockmaster's own spec builder, a temp `--root` per test, unique
 //! container ids, and a guard that runs `delete --force` whatever happens.
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use dockmaster::image::manifest::{ContainerConfig, ImageConfig};
 use dockmaster::runtime::spec::{build_spec, ContainerOptions, DirRootfs, HostLimits, Identity};
 use serde_json::Value;
+use support::containers::cgroup_dirs;
 
 const DOCKMASTER: &str = env!("CARGO_BIN_EXE_dockmaster");
 const BUSYBOX: &str = "/bin/busybox";
@@ -245,18 +248,6 @@ impl Drop for Created<'_> {
 /// A container id no other test or run uses (cgroup paths are host-global).
 fn unique_id(name: &str) -> String {
     format!("oci-{name}-{}", std::process::id())
-}
-
-/// The container's cgroup directories, one per v1 hierarchy (or the unified one).
-fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    for entry in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let dir = entry.path().join("dockmaster").join(id);
-        if dir.is_dir() {
-            dirs.push(dir);
-        }
-    }
-    dirs
 }
 
 /// Alive and not a zombie (a dead init may wait for the host's PID 1 to reap it).

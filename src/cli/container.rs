@@ -17,10 +17,9 @@ use crate::runtime::container::{
     observe, ContainerPaths, ContainerRecord, ContainerStore, Observed,
 };
 use crate::runtime::create::{create, CreateRequest};
-use crate::runtime::engine::{self, Engine, Libcontainer};
+use crate::runtime::engine;
 use crate::runtime::logs::{format_rfc3339_nano, LogConfig, LogReader, Stream};
 use crate::runtime::protocol::{Client, ExecRequest};
-use crate::runtime::rootfs;
 use crate::runtime::shim;
 use crate::runtime::signal::parse_signal;
 use crate::runtime::spec::{
@@ -841,13 +840,7 @@ pub fn remove_container(
         }
     }
     // Whatever the shim did not get to (it died, or the host lost power).
-    Libcontainer::new(paths.engine())
-        .delete(&record.id)
-        .with_context(|| format!("remove container {}", record.name))?;
-    if let Some(cg) = engine::container_cgroup(&record.id) {
-        let _ = cg.remove_within(Duration::from_secs(2));
-    }
-    rootfs::unmount(&paths.rootfs())
+    shim::release(&record.id, &paths)
         .with_context(|| format!("remove container {}", record.name))?;
     store.remove(&record.id)?;
     Ok(())

@@ -33,6 +33,20 @@ pub struct ExitRecord {
     pub finished_at: SystemTime,
 }
 
+/// Exit code and signal from a raw `waitpid` status, Docker's way: the exit status, or
+/// 128 + signal when a signal killed the process.
+pub fn exit_code_and_signal(status: i32) -> (i32, Option<i32>) {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        (128 + sig, Some(sig))
+    } else if libc::WIFEXITED(status) {
+        (libc::WEXITSTATUS(status), None)
+    } else {
+        // Stopped or continued is not an end; callers only pass terminal statuses.
+        (status, None)
+    }
+}
+
 impl ExitRecord {
     /// Builds a record from a raw `waitpid` status.
     pub fn from_wait_status(
@@ -41,15 +55,7 @@ impl ExitRecord {
         started_at: Option<SystemTime>,
         finished_at: SystemTime,
     ) -> ExitRecord {
-        let (exit_code, signal) = if libc::WIFSIGNALED(status) {
-            let sig = libc::WTERMSIG(status);
-            (128 + sig, Some(sig))
-        } else if libc::WIFEXITED(status) {
-            (libc::WEXITSTATUS(status), None)
-        } else {
-            // Stopped or continued is not an end; callers only pass terminal statuses.
-            (status, None)
-        };
+        let (exit_code, signal) = exit_code_and_signal(status);
         ExitRecord {
             exit_code,
             signal,

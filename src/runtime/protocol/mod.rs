@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use crate::error::{Categorized, Category};
 
 pub use client::{bind_listener, request, Client};
-pub use exit::ExitRecord;
+pub use exit::{exit_code_and_signal, ExitRecord};
 pub use frame::{
     encode_frame, read_frame, read_message, write_frame, write_message, FrameDecoder, OutBuffer,
 };

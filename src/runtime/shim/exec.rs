@@ -12,7 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::Duration;
 
-use oci_spec::runtime::{Process, Spec, UserBuilder};
+use oci_spec::runtime::{Process, UserBuilder};
 
 use super::{fdpass, Shim};
 use crate::error::{Categorized, Category};
@@ -36,13 +36,7 @@ pub(super) fn start(
     if req.args.is_empty() || req.args[0].is_empty() {
         return Err((ErrorKind::Invalid, "exec needs a command".into()));
     }
-    let spec = Spec::load(shim.paths.spec()).map_err(|e| {
-        (
-            ErrorKind::Internal,
-            format!("read the container's spec: {e}"),
-        )
-    })?;
-    let process = exec_process(&spec, req, &shim.paths.rootfs(), &shim.record.image)?;
+    let process = exec_process(&shim.process, req, &shim.paths.rootfs(), &shim.record.image)?;
     let engine_err = |e: crate::runtime::engine::EngineError| {
         let message = e.to_string();
         let kind = if message.contains("not found") || message.contains("No such file") {
@@ -138,15 +132,12 @@ fn receive_master(listener: &UnixListener) -> io::Result<OwnedFd> {
 /// The exec'd process: the container's process (capabilities, rlimits, no_new_privileges,
 /// user, env, cwd) with the request's arguments, extra environment, working dir and user.
 pub fn exec_process(
-    spec: &Spec,
+    container: &Process,
     req: &ExecRequest,
     rootfs: &Path,
     image: &str,
 ) -> Result<Process, Refusal> {
-    let mut process = spec.process().clone().ok_or((
-        ErrorKind::Internal,
-        "the container's spec has no process".into(),
-    ))?;
+    let mut process = container.clone();
     process.set_args(Some(req.args.clone()));
     let mut env = process.env().clone().unwrap_or_default();
     for entry in &req.env {

@@ -137,14 +137,13 @@ pub fn spawn(
             Ok(())
         });
     }
-    if attach {
-        // The shim's own stdout/stderr are /dev/null and its log; the caller's streams go to
-        // descriptors 4 and 5.
+    // Attached: the shim's own stdout/stderr are /dev/null and its log; the caller's streams
+    // go to descriptors 4 and 5. Kept open here until the spawn has returned.
+    let attached = if attach {
         let out = dup_at_least(libc::STDOUT_FILENO).map_err(spawn_err)?;
         let err = dup_at_least(libc::STDERR_FILENO).map_err(spawn_err)?;
         let (out_fd, err_fd) = (out.as_raw_fd(), err.as_raw_fd());
-        // SAFETY: dup2 is async-signal-safe; `out` and `err` stay open in the parent until
-        // after spawn returns.
+        // SAFETY: dup2 is async-signal-safe; `out` and `err` outlive the spawn.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::dup2(out_fd, ATTACH_OUT_FD) < 0 || libc::dup2(err_fd, ATTACH_ERR_FD) < 0 {
@@ -153,15 +152,15 @@ pub fn spawn(
                 Ok(())
             });
         }
-        let mut middle = cmd.spawn().map_err(spawn_err)?;
-        drop((out, err));
-        let _ = middle.wait();
-        finish_spawn(id, paths, status_r, status_w, attach)
+        Some((out, err))
     } else {
-        let mut middle = cmd.spawn().map_err(spawn_err)?;
-        let _ = middle.wait();
-        finish_spawn(id, paths, status_r, status_w, attach)
-    }
+        None
+    };
+    let mut middle = cmd.spawn().map_err(spawn_err)?;
+    drop(attached);
+    // The middle process exits right after forking the shim.
+    let _ = middle.wait();
+    finish_spawn(id, paths, status_r, status_w, attach)
 }
 
 /// A duplicate of `fd` numbered 10 or more, so placing it at 4/5 in the child cannot clobber

@@ -30,8 +30,8 @@ use crate::runtime::container::{ContainerPaths, ContainerRecord, ContainerStore}
 use crate::runtime::engine::{self, Engine, Libcontainer, Stdio};
 use crate::runtime::logs::{LogConfig, LogWriter, Stream};
 use crate::runtime::protocol::{
-    bind_listener, encode_frame, Connection, ContainerState, ContainerStats, ErrorKind, ExitRecord,
-    ReadOutcome, Request, Response, Status,
+    bind_listener, encode_frame, exit_code_and_signal, Connection, ContainerState, ContainerStats,
+    ErrorKind, ExitRecord, ReadOutcome, Request, Response, Status,
 };
 use crate::runtime::rootfs;
 
@@ -119,15 +119,7 @@ pub fn main(opts: ShimOptions) -> i32 {
 fn status_pipe() -> Option<File> {
     let fd: RawFd = std::env::var(STATUS_FD_ENV).ok()?.parse().ok()?;
     std::env::remove_var(STATUS_FD_ENV);
-    // SAFETY: the launcher placed this descriptor for us (see launch.rs) and nothing else in
-    // this process uses it; checked to be open before taking ownership.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return None;
-    }
-    // SAFETY: as above: an open descriptor that this process owns from here on.
-    let f = unsafe { File::from_raw_fd(fd) };
-    set_cloexec(f.as_raw_fd());
-    Some(f)
+    take_fd(fd)
 }
 
 fn set_cloexec(fd: RawFd) {
@@ -151,10 +143,23 @@ fn take_fd(fd: RawFd) -> Option<File> {
     Some(f)
 }
 
-/// Undoes what a failed start left: engine state, cgroup, the rootfs mount, the pid file.
+/// Releases what a container holds on the host: engine state, its cgroup (also one the engine
+/// no longer knows, e.g. after a crash) and the rootfs mount. Idempotent; used when the
+/// container ends, when its start fails, and by `rm` for containers whose shim is gone.
+pub fn release(id: &str, paths: &ContainerPaths) -> Result<(), ShimError> {
+    let engine = Libcontainer::new(paths.engine()).delete(id);
+    if let Some(cg) = engine::container_cgroup(id) {
+        let _ = cg.remove_within(Duration::from_secs(2));
+    }
+    let unmounted = rootfs::unmount(&paths.rootfs());
+    engine?;
+    unmounted?;
+    Ok(())
+}
+
+/// Undoes what a failed start left: [`release`], plus the pid file and socket.
 fn cleanup_failed_start(id: &str, paths: &ContainerPaths) {
-    let _ = Libcontainer::new(paths.engine()).delete(id);
-    let _ = rootfs::unmount(&paths.rootfs());
+    let _ = release(id, paths);
     let _ = std::fs::remove_file(paths.shim_pid());
     let _ = std::fs::remove_file(paths.socket());
 }
@@ -250,6 +255,10 @@ struct Shim {
     paths: ContainerPaths,
     store: ContainerStore,
     engine: Libcontainer,
+    /// The container's spec process (exec starts from it).
+    process: oci_spec::runtime::Process,
+    /// The container's cgroup, looked up once (stats are read often).
+    cgroup: Option<crate::runtime::cgroups::Cgroup>,
     init_pid: i32,
     started_at: SystemTime,
     listener: UnixListener,
@@ -299,11 +308,14 @@ impl Shim {
             what: format!("read {}", paths.spec().display()),
             source: io::Error::other(e.to_string()),
         })?;
-        if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd().clone()) {
-            let cwd = cwd.to_string_lossy().into_owned();
-            crate::image::unpack::create_dir_in_root(&paths.rootfs(), &cwd)
-                .map_err(io_err(format!("create the working directory {cwd}")))?;
-        }
+        // Kept for exec, which starts from the container's process.
+        let process = spec.process().clone().ok_or_else(|| ShimError::Io {
+            what: format!("read {}", paths.spec().display()),
+            source: io::Error::other("the spec has no process"),
+        })?;
+        let cwd = process.cwd().to_string_lossy().into_owned();
+        crate::image::unpack::create_dir_in_root(&paths.rootfs(), &cwd)
+            .map_err(io_err(format!("create the working directory {cwd}")))?;
 
         let logs = LogWriter::open(
             paths.log(),
@@ -330,6 +342,7 @@ impl Shim {
         )?;
         engine.start(&id)?;
         let started_at = SystemTime::now();
+        let cgroup = engine::container_cgroup(&id);
         set_nonblocking(out_r.as_raw_fd());
         set_nonblocking(err_r.as_raw_fd());
         let (attach_out, attach_err) = if opts.attach {
@@ -343,6 +356,8 @@ impl Shim {
             paths: paths.clone(),
             store: store.clone(),
             engine,
+            process,
+            cgroup,
             init_pid,
             started_at,
             listener,
@@ -464,7 +479,7 @@ impl Shim {
                 self.init_status = Some((status, SystemTime::now()));
                 self.drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
             } else if let Some(client) = self.execs.remove(&pid) {
-                let (exit_code, signal) = decode_status(status);
+                let (exit_code, signal) = exit_code_and_signal(status);
                 self.respond(client, &Response::ExecExited { exit_code, signal });
             }
         }
@@ -600,7 +615,7 @@ impl Shim {
                 finished_at: None,
             },
             Some((status, at)) => {
-                let (exit_code, signal) = decode_status(status);
+                let (exit_code, signal) = exit_code_and_signal(status);
                 ContainerState {
                     status: Status::Stopped,
                     pid: None,
@@ -694,13 +709,15 @@ impl Shim {
     fn kill_all(&self) {
         // SAFETY: kill(2) on our own unreaped child.
         unsafe { libc::kill(self.init_pid, libc::SIGKILL) };
-        if let Some(cg) = engine::container_cgroup(&self.id) {
+        if let Some(cg) = &self.cgroup {
             let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL);
         }
     }
 
     fn stats(&self) -> ContainerStats {
-        let s = engine::container_cgroup(&self.id)
+        let s = self
+            .cgroup
+            .as_ref()
             .and_then(|c| c.stats().ok())
             .unwrap_or_default();
         ContainerStats {
@@ -766,18 +783,17 @@ impl Shim {
                 eprintln!("shim {}: log: {e}", self.id);
             }
         }
-        let oom_killed = engine::container_cgroup(&self.id)
+        let oom_killed = self
+            .cgroup
+            .as_ref()
             .and_then(|c| c.stats().ok())
             .and_then(|s| s.oom_kills)
             .is_some_and(|n| n > 0);
         let record =
             ExitRecord::from_wait_status(status, oom_killed, Some(self.started_at), finished_at);
         let write_result = record.write(&self.paths.exit());
-        if let Err(e) = self.engine.delete(&self.id) {
-            eprintln!("shim {}: {e}", self.id);
-        }
-        if let Err(e) = rootfs::unmount(&self.paths.rootfs()) {
-            eprintln!("shim {}: {e}", self.id);
+        if let Err(e) = release(&self.id, &self.paths) {
+            eprintln!("shim {}: {e:#}", self.id);
         }
         let stops: Vec<u64> = self.stops.drain(..).map(|s| s.client).collect();
         for client in stops {
@@ -816,16 +832,6 @@ impl Shim {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-    }
-}
-
-/// Exit code and signal from a raw wait status, Docker's way (128 + signal).
-fn decode_status(status: i32) -> (i32, Option<i32>) {
-    if libc::WIFSIGNALED(status) {
-        let sig = libc::WTERMSIG(status);
-        (128 + sig, Some(sig))
-    } else {
-        (libc::WEXITSTATUS(status), None)
     }
 }
 
