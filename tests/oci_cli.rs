@@ -69,16 +69,7 @@ impl Bundle {
             &HostLimits::current(),
         )
         .expect("build spec");
-        let mut spec = serde_json::to_value(&spec).unwrap();
-        // libcontainer 0.7 treats an explicit `"noNewPrivileges": false` like `true`: it loads
-        // the seccomp filter after dropping CAP_SYS_ADMIN and without NNP, which the kernel
-        // refuses (libseccomp: ECANCELED). runc treats false like absent; so do we here.
-        if spec["process"]["noNewPrivileges"] == false {
-            spec["process"]
-                .as_object_mut()
-                .unwrap()
-                .remove("noNewPrivileges");
-        }
+        let spec = serde_json::to_value(&spec).unwrap();
         fs::write(
             dir.path().join("config.json"),
             serde_json::to_vec_pretty(&spec).unwrap(),

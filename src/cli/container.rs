@@ -264,13 +264,14 @@ fn run_inner(root: &Path, config: &AgentConfig, args: RunArgs) -> Result<i32, Ru
     let launched = match shim::spawn(root, &record.id, &paths, attach) {
         Ok(l) => l,
         Err(e) => {
-            let code = match e.message() {
-                Some(m) if m.contains("not found") || m.contains("No such file") => EXIT_NOT_FOUND,
-                Some(m) if m.contains("ermission denied") => EXIT_CANNOT_INVOKE,
+            let code = match e.start_failure() {
+                Some(shim::StartFailure::NotFound) => EXIT_NOT_FOUND,
+                Some(shim::StartFailure::CannotInvoke) => EXIT_CANNOT_INVOKE,
                 _ => EXIT_RUN_FAILED,
             };
-            // Nothing ran: leave no half-created container behind when it was to be removed.
-            if args.rm {
+            // A shim that reported has already cleaned up (and removed an `--rm` container);
+            // one that never started left only the directory.
+            if args.rm && matches!(e, shim::LaunchError::Spawn { .. }) {
                 let _ = ContainerStore::new(root).remove(&record.id);
             }
             return Err(RunFailure(code, e.into()));

@@ -39,10 +39,9 @@ pub(super) fn start(
     let process = exec_process(&shim.process, req, &shim.paths.rootfs(), &shim.record.image)?;
     let engine_err = |e: crate::runtime::engine::EngineError| {
         let message = e.to_string();
-        let kind = if message.contains("not found") || message.contains("No such file") {
-            ErrorKind::NotFound
-        } else {
-            ErrorKind::Internal
+        let kind = match super::StartFailure::classify(&message) {
+            super::StartFailure::NotFound => ErrorKind::NotFound,
+            _ => ErrorKind::Internal,
         };
         (kind, message)
     };

@@ -29,11 +29,35 @@ pub enum LaunchError {
     Vanished { id: String, log: String },
 }
 
+/// Why a container's process could not be started, read from the engine's message (it only
+/// gives text); decides Docker's exit codes 127 / 126.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFailure {
+    /// The command does not exist.
+    NotFound,
+    /// The command exists but cannot be executed.
+    CannotInvoke,
+    /// Something else (a mount, a cgroup, ...).
+    Other,
+}
+
+impl StartFailure {
+    pub fn classify(message: &str) -> StartFailure {
+        if message.contains("not found") || message.contains("No such file") {
+            StartFailure::NotFound
+        } else if message.contains("ermission denied") {
+            StartFailure::CannotInvoke
+        } else {
+            StartFailure::Other
+        }
+    }
+}
+
 impl LaunchError {
-    /// The shim's own words, for callers that map them to exit codes (127: command not found).
-    pub fn message(&self) -> Option<&str> {
+    /// What kind of start failure the shim reported, if it reported one.
+    pub fn start_failure(&self) -> Option<StartFailure> {
         match self {
-            LaunchError::Failed { message, .. } => Some(message),
+            LaunchError::Failed { message, .. } => Some(StartFailure::classify(message)),
             _ => None,
         }
     }
@@ -42,7 +66,9 @@ impl LaunchError {
 impl Categorized for LaunchError {
     fn category(&self) -> Category {
         match self {
-            LaunchError::Failed { message, .. } if message.contains("not found") => {
+            LaunchError::Failed { message, .. }
+                if StartFailure::classify(message) == StartFailure::NotFound =>
+            {
                 Category::NotFound
             }
             _ => Category::Internal,

@@ -36,7 +36,7 @@ use crate::runtime::protocol::{
 use crate::runtime::rootfs;
 
 pub use exec::{exec_in_container, exec_process, ExecError, ExecOutcome};
-pub use launch::{spawn, LaunchError, Launched};
+pub use launch::{spawn, LaunchError, Launched, StartFailure};
 
 /// Environment variable naming the descriptor the shim reports its start (and, when
 /// attached, the exit) on.
@@ -79,10 +79,9 @@ pub fn main(opts: ShimOptions) -> i32 {
             } else {
                 // The container never ran: record it like Docker's exit codes for a command
                 // that cannot be found (127) or run (126).
-                let code = if message.contains("not found") || message.contains("No such file") {
-                    127
-                } else {
-                    126
+                let code = match StartFailure::classify(&message) {
+                    StartFailure::NotFound => 127,
+                    StartFailure::CannotInvoke | StartFailure::Other => 126,
                 };
                 let now = SystemTime::now();
                 let _ = ExitRecord {
