@@ -8,4 +8,5 @@ pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod image;
+pub mod network;
 pub mod runtime;

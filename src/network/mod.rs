@@ -1,0 +1,5 @@
+//! Container networking: bridge networks and veth pairs (rtnetlink), network namespaces held
+//! by bind mounts, IPAM with persisted allocations, dockmaster's own nftables table (published
+//! ports, NAT, isolation) and a DNS server for service names.
+
+pub mod model;
