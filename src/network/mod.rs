@@ -2,4 +2,5 @@
 //! by bind mounts, IPAM with persisted allocations, dockmaster's own nftables table (published
 //! ports, NAT, isolation) and a DNS server for service names.
 
+pub mod dns;
 pub mod model;
