@@ -3,4 +3,5 @@
 //! ports, NAT, isolation) and a DNS server for service names.
 
 pub mod dns;
+pub mod ipam;
 pub mod model;
