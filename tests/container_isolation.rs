@@ -350,6 +350,33 @@ fn default_capabilities_are_dockers_set() {
     }
     assert_eq!(cap_field(&status, "CapInh"), 0);
     assert_eq!(cap_field(&status, "CapAmb"), 0);
+    // The profile is loaded from the compiled cache by the init: mode 2 is a filter.
+    assert!(status.contains("Seccomp:\t2\n"), "{status}");
+}
+
+#[test]
+fn exec_processes_get_the_containers_capabilities_and_filter() {
+    let host = Host::new();
+    let id = host.detached(&[], &["sleep", "60"]);
+    let status = host.ok(&["exec", &id, "cat", "/proc/self/status"]);
+    for key in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(
+            cap_field(&status, key),
+            DOCKER_DEFAULT_CAPS,
+            "{key}: {status}"
+        );
+    }
+    assert_eq!(cap_field(&status, "CapInh"), 0);
+    assert!(status.contains("Seccomp:\t2\n"), "{status}");
+    // A blocked syscall fails in an exec'd process too.
+    let out = host.run(&["exec", &id, "unshare", "-U", "true"]);
+    assert!(!out.status.success(), "{out:?}");
+    // A non-root user ends with no capabilities at all.
+    let status = host.ok(&["exec", "-u", "1000", &id, "cat", "/proc/self/status"]);
+    assert_eq!(cap_field(&status, "CapEff"), 0);
+    assert_eq!(cap_field(&status, "CapPrm"), 0);
+    assert_eq!(cap_field(&status, "CapBnd"), DOCKER_DEFAULT_CAPS);
+    host.ok(&["rm", "-f", &id]);
 }
 
 #[test]
@@ -357,9 +384,12 @@ fn cap_drop_all_leaves_none() {
     let host = Host::new();
     let status = container_status(&host, &["--cap-drop", "ALL"]);
     assert_eq!(cap_field(&status, "CapEff"), 0);
+    assert_eq!(cap_field(&status, "CapPrm"), 0);
     assert_eq!(cap_field(&status, "CapBnd"), 0);
+    assert!(status.contains("Seccomp:\t2\n"), "{status}");
     let status = container_status(&host, &["--cap-drop", "ALL", "--cap-add", "CHOWN"]);
     assert_eq!(cap_field(&status, "CapEff"), 1 << CAP_CHOWN);
+    assert_eq!(cap_field(&status, "CapBnd"), 1 << CAP_CHOWN);
 }
 
 #[test]

@@ -66,7 +66,13 @@ impl ContainerPaths {
     pub fn bundle(&self) -> PathBuf {
         self.dir.join("bundle")
     }
+    /// The container's OCI spec as built (what `inspect` and every start read).
     pub fn spec(&self) -> PathBuf {
+        self.dir.join("spec.json")
+    }
+    /// The spec libcontainer reads, rewritten by the shim at each start (see
+    /// `runtime::seccomp`: the profile may be loaded from a cache instead).
+    pub fn engine_spec(&self) -> PathBuf {
         self.bundle().join("config.json")
     }
     pub fn rootfs(&self) -> PathBuf {

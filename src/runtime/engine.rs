@@ -12,6 +12,7 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use crate::error::{Categorized, Category};
 use crate::runtime::cgroups::{Cgroup, CgroupSetup};
+use crate::runtime::seccomp::{self, FilterExecutor, FilterLoad};
 
 /// The three standard streams handed to a container process.
 #[derive(Debug)]
@@ -78,13 +79,23 @@ pub trait Engine {
 #[derive(Debug, Clone)]
 pub struct Libcontainer {
     state_root: PathBuf,
+    /// Set when the bundle's spec had its seccomp profile taken out to be loaded from the
+    /// cache by the executor hook (`runtime::seccomp`).
+    seccomp: Option<FilterLoad>,
 }
 
 impl Libcontainer {
     pub fn new(state_root: impl Into<PathBuf>) -> Libcontainer {
         Libcontainer {
             state_root: state_root.into(),
+            seccomp: None,
         }
+    }
+
+    /// The container's init (and every exec) loads `load.filter` right before exec.
+    pub fn with_seccomp(mut self, load: Option<FilterLoad>) -> Libcontainer {
+        self.seccomp = load;
+        self
     }
 
     fn failed<'a>(id: &'a str, operation: &'static str) -> impl FnOnce(String) -> EngineError + 'a {
@@ -111,9 +122,13 @@ impl Engine for Libcontainer {
         })?;
         let fail =
             |e: libcontainer::error::LibcontainerError| Self::failed(id, "create")(e.to_string());
-        let container = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
             .with_root_path(&self.state_root)
-            .map_err(fail)?
+            .map_err(fail)?;
+        if let Some(load) = &self.seccomp {
+            builder = builder.with_executor(FilterExecutor { load: load.clone() });
+        }
+        let container = builder
             .with_stdin(stdio.stdin)
             .with_stdout(stdio.stdout)
             .with_stderr(stdio.stderr)
@@ -149,7 +164,20 @@ impl Engine for Libcontainer {
                 .map(|s| s[..12].to_string())
                 .unwrap_or_default()
         ));
-        let bytes = serde_json::to_vec(process)
+        // The tenant's process borrows the filter loader's capabilities like the init did.
+        let (process, executor) = match &self.seccomp {
+            Some(load) => {
+                let (process, target, borrowed_bounding) = seccomp::engine_process(process);
+                let load = FilterLoad {
+                    filter: load.filter.clone(),
+                    target,
+                    borrowed_bounding,
+                };
+                (process, Some(FilterExecutor { load }))
+            }
+            None => (process.clone(), None),
+        };
+        let bytes = serde_json::to_vec(&process)
             .map_err(|e| Self::failed(id, "exec")(format!("serialize process: {e}")))?;
         std::fs::write(&path, bytes).map_err(|source| EngineError::Io {
             id: id.to_string(),
@@ -162,6 +190,9 @@ impl Engine for Libcontainer {
         let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
             .with_root_path(&self.state_root)
             .map_err(fail)?;
+        if let Some(executor) = executor {
+            builder = builder.with_executor(executor);
+        }
         builder = match io {
             ExecIo::Fds(stdio) => builder
                 .with_stdin(stdio.stdin)

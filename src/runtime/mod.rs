@@ -7,6 +7,7 @@ pub mod init;
 pub mod logs;
 pub mod protocol;
 pub mod rootfs;
+pub mod seccomp;
 pub mod shim;
 pub mod signal;
 pub mod spec;

@@ -34,6 +34,7 @@ use crate::runtime::protocol::{
     ErrorKind, ExitRecord, ReadOutcome, Request, Response, Status,
 };
 use crate::runtime::rootfs;
+use crate::runtime::seccomp;
 
 pub use exec::{exec_in_container, exec_process, ExecError, ExecOutcome};
 pub use launch::{spawn, LaunchError, Launched, StartFailure};
@@ -48,6 +49,10 @@ pub const ATTACH_ERR_FD: RawFd = 5;
 /// How long the shim keeps reading the container's pipes after its init ended (processes
 /// outside its PID namespace could hold them open forever).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Quiet time after start before the shim gives back the memory only starting needed.
+const TRIM_AFTER_START: Duration = Duration::from_secs(2);
+/// Quiet time after a client request (exec, stats...) before trimming again.
+const TRIM_AFTER_REQUEST: Duration = Duration::from_secs(30);
 const READ_CHUNK: usize = 64 * 1024;
 
 /// The shim's command line.
@@ -183,11 +188,53 @@ pub enum ShimError {
     Exit(#[from] crate::runtime::protocol::ProtocolError),
     #[error("open the log")]
     Log(#[from] crate::runtime::logs::LogError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ShimError {
     let what = what.into();
     move |source| ShimError::Io { what, source }
+}
+
+/// Gives back what only starting the container needed: free heap pages, and the pages of our
+/// own binary that no other process maps (libcontainer, spec building...). The binary's pages
+/// stay in the page cache while the agent or another shim maps them; a page the shim needs
+/// again is simply faulted back in. Anonymous memory (the relocated data of the binary) stays:
+/// there is no swap to page it out to, and MADV_PAGEOUT never discards it.
+fn trim_idle_memory() {
+    // SAFETY: malloc_trim only returns free memory at the top of the heap to the kernel.
+    unsafe { libc::malloc_trim(0) };
+    let Ok(exe) = std::fs::metadata("/proc/self/exe") else {
+        return;
+    };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    use std::os::unix::fs::MetadataExt;
+    for (start, end) in executable_mappings(&maps, exe.ino()) {
+        // SAFETY: the range is a whole mapping of this process; MADV_PAGEOUT is advisory and
+        // never changes the contents a later access sees.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) };
+    }
+}
+
+/// The address ranges in /proc/self/maps text that map the file with inode `ino`.
+fn executable_mappings(maps: &str, ino: u64) -> Vec<(usize, usize)> {
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let range = fields.next()?;
+            let inode: u64 = fields.nth(3)?.parse().ok()?;
+            if inode != ino {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            (end > start).then_some((start, end))
+        })
+        .collect()
 }
 
 // ---- signals -------------------------------------------------------------------------------
@@ -273,6 +320,8 @@ struct Shim {
     /// Raw wait status of the init, once it ended.
     init_status: Option<(i32, SystemTime)>,
     drain_deadline: Option<Instant>,
+    /// When to give idle memory back ([`trim_idle_memory`]); None once done.
+    trim_at: Option<Instant>,
     stops: Vec<PendingStop>,
     /// Exec'd processes still running: pid -> client waiting for the exit.
     execs: BTreeMap<i32, u64>,
@@ -329,7 +378,21 @@ impl Shim {
         let listener = bind_listener(&paths.socket())
             .map_err(io_err(format!("bind {}", paths.socket().display())))?;
 
-        let engine = Libcontainer::new(paths.engine());
+        // libcontainer reads the bundle's config.json: the spec itself, or (usually) the spec
+        // with its seccomp profile moved to the cached-filter hook.
+        let seccomp_cache = opts.root.join("seccomp");
+        let (engine_spec, seccomp) = match seccomp::engine_spec(&spec, &seccomp_cache)? {
+            Some((engine_spec, load)) => (engine_spec, Some(load)),
+            None => (spec, None),
+        };
+        let engine_bytes = serde_json::to_vec(&engine_spec).map_err(|e| ShimError::Io {
+            what: "serialize the engine's spec".into(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        // Rewritten at every start, so a crash mid-write costs nothing: no fsync.
+        std::fs::write(paths.engine_spec(), engine_bytes)
+            .map_err(io_err(format!("write {}", paths.engine_spec().display())))?;
+        let engine = Libcontainer::new(paths.engine()).with_seccomp(seccomp);
         let init_pid = engine.create(
             &id,
             &paths.bundle(),
@@ -371,6 +434,7 @@ impl Shim {
             status: None,
             init_status: None,
             drain_deadline: None,
+            trim_at: Some(Instant::now() + TRIM_AFTER_START),
             stops: Vec::new(),
             execs: BTreeMap::new(),
             exec_counter: 0,
@@ -450,6 +514,10 @@ impl Shim {
         }
         self.check_stops();
         self.clients.retain(|_, c| !c.conn.is_finished());
+        if self.trim_at.is_some_and(|t| Instant::now() >= t) {
+            self.trim_at = None;
+            trim_idle_memory();
+        }
     }
 
     fn poll_timeout(&self) -> libc::c_int {
@@ -459,7 +527,8 @@ impl Shim {
             .iter()
             .filter(|s| !s.killed)
             .map(|s| s.deadline)
-            .chain(self.drain_deadline);
+            .chain(self.drain_deadline)
+            .chain(self.trim_at);
         match deadlines.min() {
             None => -1,
             Some(d) => d.saturating_duration_since(now).as_millis().min(60_000) as libc::c_int + 1,
@@ -558,6 +627,7 @@ impl Shim {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
+        self.trim_at = Some(Instant::now() + TRIM_AFTER_REQUEST);
         if c.conn.wants_read() {
             let mut reader = fdpass::FdReader {
                 stream: &c.stream,
@@ -869,4 +939,27 @@ fn layer_dirs(root: &Path, record: &ContainerRecord) -> Result<Vec<PathBuf>, Shi
         out.push(snapshots.path(&digest));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_mappings_of_our_binary_are_picked() {
+        let maps = "\
+55d0c0000000-55d0c0100000 r--p 00000000 fe:01 4242    /usr/bin/dockmaster
+55d0c0100000-55d0c0900000 r-xp 00100000 fe:01 4242    /usr/bin/dockmaster (deleted)
+55d0c0a00000-55d0c0a10000 rw-p 00000000 00:00 0       [heap]
+7f0000000000-7f0000200000 r-xp 00000000 fe:01 99      /usr/lib/x86_64-linux-gnu/libc.so.6
+";
+        assert_eq!(
+            executable_mappings(maps, 4242),
+            vec![
+                (0x55d0c0000000, 0x55d0c0100000),
+                (0x55d0c0100000, 0x55d0c0900000)
+            ]
+        );
+        assert!(executable_mappings("garbage\n\n", 4242).is_empty());
+    }
 }
