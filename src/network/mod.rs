@@ -5,3 +5,4 @@
 pub mod dns;
 pub mod ipam;
 pub mod model;
+pub mod store;
