@@ -5,4 +5,6 @@
 pub mod dns;
 pub mod ipam;
 pub mod model;
+pub mod nft;
+pub mod ports;
 pub mod store;
