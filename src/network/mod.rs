@@ -4,7 +4,9 @@
 
 pub mod dns;
 pub mod ipam;
+pub mod link;
 pub mod model;
+pub mod netns;
 pub mod nft;
 pub mod ports;
 pub mod store;
