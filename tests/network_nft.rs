@@ -353,10 +353,38 @@ fn counter_of(table: &str, comment: &str) -> u64 {
     after.split(' ').next().unwrap().parse().unwrap()
 }
 
+// br_netfilter (loaded wherever Docker or Kubernetes ran) makes bridged frames go through
+// the IPv4 hooks too, which changes how hairpin traffic flows; hosts have it or not, so the
+// same scenario runs both ways (the switch is per network namespace).
+
 #[test]
-fn published_ports_nat_and_isolation_with_real_traffic() {
-    let tag = tag("net");
+fn published_ports_nat_and_isolation_with_br_netfilter() {
+    scenario("nfon", true);
+}
+
+#[test]
+fn published_ports_nat_and_isolation_without_br_netfilter() {
+    scenario("nfoff", false);
+}
+
+fn scenario(name: &str, bridge_nf: bool) {
+    let tag = tag(name);
     let host = Netns::new(&tag, "h");
+    let call_iptables = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    let switch = vec![(
+        call_iptables.into(),
+        if bridge_nf { "1" } else { "0" }.to_string(),
+    )];
+    if std::path::Path::new(call_iptables).exists() {
+        host.run(move || nft::apply_sysctls(&switch).unwrap());
+        let now = host.sysctl("net.bridge.bridge-nf-call-iptables");
+        assert_eq!(now, if bridge_nf { "1" } else { "0" });
+    } else {
+        assert!(
+            !bridge_nf,
+            "br_netfilter is not loaded on this machine (TESTBED.md says it is)"
+        );
+    }
     let outside = Netns::new(&tag, "o");
     let (h, o) = (host.name.as_str(), outside.name.as_str());
     let host_addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -389,9 +417,11 @@ fn published_ports_nat_and_isolation_with_real_traffic() {
     ];
     other.endpoint.ports = vec![mapping(host_addr, 9000, 9000, Proto::Tcp)];
     secret.endpoint.ports = vec![mapping(any, 7000, 7000, Proto::Tcp)];
-    // A container reaching its own published port through the host address comes back
-    // through the bridge port it left by: the port needs hairpin mode (br_netfilter's
-    // bridged DNAT), which the integrator sets on every host-side veth.
+    // A container reaching its own published port through the host address: with
+    // br_netfilter the DNAT happens while the frame is being bridged, and it must go back
+    // out of the port it came in by, which needs hairpin mode on that port (measured: it
+    // times out without). Without br_netfilter the packet is routed and needs none. The
+    // integrator sets hairpin mode on every host-side veth.
     ip(&[
         "-n",
         h,
