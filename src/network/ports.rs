@@ -212,6 +212,47 @@ impl PortSpec {
         })
     }
 
+    /// Compose's long syntax (`host_ip`, `published`, `target`, `protocol`), through the
+    /// same grammar: `published` may be a port, a range or absent; `target` a port or range.
+    pub fn from_long(
+        host_ip: Option<&str>,
+        published: Option<&str>,
+        target: &str,
+        protocol: Option<&str>,
+    ) -> Result<PortSpec, PortError> {
+        if host_ip.is_some_and(|ip| ip.contains(':')) {
+            return Err(PortError::Invalid {
+                spec: shorten(host_ip.unwrap_or_default()),
+                reason: "IPv6 host addresses are not supported yet \
+                         (dockmaster publishes IPv4 only)"
+                    .into(),
+            });
+        }
+        for field in [published, Some(target), protocol].into_iter().flatten() {
+            if field.contains([':', '/']) {
+                return Err(PortError::Invalid {
+                    spec: shorten(field),
+                    reason: "a long-syntax field holds one value (no ':' or '/')".into(),
+                });
+            }
+        }
+        let mut text = String::new();
+        if let Some(ip) = host_ip.filter(|ip| !ip.is_empty()) {
+            text.push_str(ip);
+            text.push(':');
+        }
+        if published.is_some() || !text.is_empty() {
+            text.push_str(published.unwrap_or(""));
+            text.push(':');
+        }
+        text.push_str(target);
+        if let Some(proto) = protocol {
+            text.push('/');
+            text.push_str(proto);
+        }
+        PortSpec::parse(&text)
+    }
+
     /// The spec's container ports.
     pub fn container_ports(&self) -> RangeInclusive<u16> {
         self.container_start..=self.container_end
@@ -686,6 +727,37 @@ mod tests {
         let long = "1".repeat(10_000);
         let msg = PortSpec::parse(&long).unwrap_err().to_string();
         assert!(msg.contains("longer than") && msg.len() < 400, "{msg}");
+    }
+
+    #[test]
+    fn long_syntax_goes_through_the_same_grammar() {
+        let long = |ip, published, target, proto| PortSpec::from_long(ip, published, target, proto);
+        assert_eq!(
+            long(None, Some("8080"), "80", Some("udp")).unwrap(),
+            spec(None, range(8080, 8080), (80, 80), Proto::Udp)
+        );
+        assert_eq!(
+            long(Some("127.0.0.1"), None, "80", None).unwrap(),
+            spec(Some(LO), HostPorts::Unspecified, (80, 80), Proto::Tcp)
+        );
+        assert_eq!(
+            long(Some(""), Some("9090-9091"), "8080-8081", Some("tcp")).unwrap(),
+            spec(None, range(9090, 9091), (8080, 8081), Proto::Tcp)
+        );
+        assert_eq!(
+            long(None, None, "80", None).unwrap(),
+            spec(None, HostPorts::Unspecified, (80, 80), Proto::Tcp)
+        );
+        let err = long(Some("::1"), Some("80"), "80", None).unwrap_err();
+        assert!(err.to_string().contains("IPv6"), "{err}");
+        for (published, target, proto) in [
+            (Some("80"), "80:81", None),
+            (Some("1.2.3.4:80"), "80", None),
+            (None, "80/udp", Some("tcp")),
+        ] {
+            let err = long(None, published, target, proto).unwrap_err();
+            assert!(err.to_string().contains("one value"), "{err}");
+        }
     }
 
     #[test]
