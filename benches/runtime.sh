@@ -108,12 +108,12 @@ rollup() { # pid -> "rss pss private_clean private_dirty" in kB
 }
 echo "starting idle shims (sleep 1000)..." >&2
 A=$($DM run -d --network none "$IMAGE" sleep 1000)
-sleep 1
+sleep 3
 A_PID=$(cat "$WORK/dm/containers/$A/shim.pid")
 MEM_ALONE=$(rollup "$A_PID")
 cp "/proc/$A_PID/smaps" "$WORK/smaps-alone"
 B=$($DM run -d --network none "$IMAGE" sleep 1000)
-sleep 1
+sleep 3
 B_PID=$(cat "$WORK/dm/containers/$B/shim.pid")
 MEM_A2=$(rollup "$A_PID")
 MEM_B2=$(rollup "$B_PID")

@@ -8,6 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Atomically replaces `path` with `bytes`: after a crash either the old or the new content
 /// is there, never a torn file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_replace(path, bytes, true)
+}
+
+/// Replaces `path` with `bytes` through a rename, so readers never see a torn file; with
+/// `durable` the data and the rename are also on disk when this returns. State that a power
+/// loss makes moot anyway (a `--rm` container's files, a shim's pid) skips the two fsyncs.
+pub fn write_replace(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -20,10 +27,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
     }
     fs::rename(&tmp, path)?;
-    sync_dir(dir)
+    if durable {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Makes a rename or create in `dir` durable.

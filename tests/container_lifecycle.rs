@@ -146,14 +146,22 @@ fn kill_sends_the_signal() {
         &[
             "sh",
             "-c",
-            "trap 'echo got-usr1; exit 3' USR1; while true; do sleep 0.05; done",
+            "trap 'echo got-usr1; exit 3' USR1; echo ready; while true; do sleep 0.05; done",
         ],
     );
-    host.wait_status(&id, "running", Duration::from_secs(10));
+    // PID 1 ignores a signal it has no handler for yet: wait until the trap is set.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while out_text(&host.run(&["logs", &id])) != "ready\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trap was never set"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     host.ok(&["kill", "-s", "USR1", &id]);
     let v = host.wait_status(&id, "exited", Duration::from_secs(10));
     assert_eq!(v["State"]["ExitCode"], 3);
-    assert_eq!(out_text(&host.run(&["logs", &id])), "got-usr1\n");
+    assert_eq!(out_text(&host.run(&["logs", &id])), "ready\ngot-usr1\n");
     let bad = host.run(&["kill", "-s", "NOPE", &id]);
     assert!(!bad.status.success());
     assert!(err_text(&bad).contains("NOPE"), "{}", err_text(&bad));

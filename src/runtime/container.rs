@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Categorized, Category};
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_replace;
 use crate::runtime::protocol::{self, ContainerState, ExitRecord, Status};
 
 /// Records are small; anything bigger is not ours.
@@ -199,7 +199,9 @@ impl ContainerStore {
                         path: paths.record(),
                         reason: e.to_string(),
                     })?;
-                write_atomic(&paths.record(), &bytes).map_err(io_err("write", &paths.record()))?;
+                // A --rm container does not outlive a power loss: no fsync for it.
+                write_replace(&paths.record(), &bytes, !record.auto_remove)
+                    .map_err(io_err("write", &paths.record()))?;
                 Ok(paths)
             })
     }

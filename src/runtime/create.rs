@@ -176,7 +176,7 @@ pub fn create(
         what: "serialize the spec".into(),
         source: e.into(),
     })?;
-    if let Err(source) = crate::fsutil::write_atomic(&paths.spec(), &bytes) {
+    if let Err(source) = crate::fsutil::write_replace(&paths.spec(), &bytes, !record.auto_remove) {
         let _ = store.remove(&id);
         return Err(CreateError::Io {
             id,

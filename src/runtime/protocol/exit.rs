@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::message::{rfc3339, rfc3339_opt};
 use super::ProtocolError;
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_replace;
 
 /// Largest exit record accepted when loading; real ones are ~200 bytes.
 const MAX_RECORD_BYTES: u64 = 64 * 1024;
@@ -68,13 +68,19 @@ impl ExitRecord {
     /// Writes the record atomically (temp file, fsync, rename, fsync dir): after a crash the
     /// file holds this record or the previous content, never a torn one.
     pub fn write(&self, path: &Path) -> Result<(), ProtocolError> {
+        self.write_with(path, true)
+    }
+
+    /// [`ExitRecord::write`], skipping the fsyncs when not `durable` (a `--rm` container's
+    /// record is removed moments later).
+    pub fn write_with(&self, path: &Path, durable: bool) -> Result<(), ProtocolError> {
         let mut bytes =
             serde_json::to_vec_pretty(self).map_err(|source| ProtocolError::BadExitRecord {
                 path: path.to_path_buf(),
                 source,
             })?;
         bytes.push(b'\n');
-        write_atomic(path, &bytes).map_err(|source| ProtocolError::WriteExitRecord {
+        write_replace(path, &bytes, durable).map_err(|source| ProtocolError::WriteExitRecord {
             path: path.to_path_buf(),
             source,
         })

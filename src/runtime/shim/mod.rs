@@ -216,6 +216,10 @@ fn trim_idle_memory() {
         // SAFETY: the range is a whole mapping of this process; MADV_PAGEOUT is advisory and
         // never changes the contents a later access sees.
         unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) };
+        // Fault-around would map 16 neighbouring pages back for every page the idle loop
+        // touches; one page per fault keeps the working set what it really is.
+        // SAFETY: as above, advisory only.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_RANDOM) };
     }
 }
 
@@ -343,14 +347,23 @@ impl Shim {
             what: "become the child subreaper".into(),
             source: e.into(),
         })?;
-        crate::fsutil::write_atomic(
+        // No fsync: after a power loss the shim is gone whatever the file says.
+        crate::fsutil::write_replace(
             &paths.shim_pid(),
             format!("{}\n", std::process::id()).as_bytes(),
+            false,
         )
         .map_err(io_err(format!("write {}", paths.shim_pid().display())))?;
 
         let layers = layer_dirs(&opts.root, &record)?;
-        rootfs::mount_overlay(&paths.overlay(), &layers, &paths.rootfs())?;
+        // A --rm container's upper dir dies with it: no syncs (see mount_overlay_opts).
+        rootfs::mount_overlay_opts(
+            &paths.overlay(),
+            &layers,
+            &paths.rootfs(),
+            rootfs::MountMethod::Auto,
+            record.auto_remove,
+        )?;
         // Docker creates a working directory the image lacks (in the container's upper dir).
         let spec = oci_spec::runtime::Spec::load(paths.spec()).map_err(|e| ShimError::Io {
             what: format!("read {}", paths.spec().display()),
@@ -860,7 +873,7 @@ impl Shim {
             .is_some_and(|n| n > 0);
         let record =
             ExitRecord::from_wait_status(status, oom_killed, Some(self.started_at), finished_at);
-        let write_result = record.write(&self.paths.exit());
+        let write_result = record.write_with(&self.paths.exit(), !self.record.auto_remove);
         if let Err(e) = release(&self.id, &self.paths) {
             eprintln!("shim {}: {e:#}", self.id);
         }
