@@ -328,6 +328,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn compose_style_network_names_with_underscores() {
+        let records = Records::new(
+            &[network("proj_default", "10.7.0.0/24")],
+            &[endpoint(
+                'a',
+                "proj_web_1",
+                "proj_default",
+                [10, 7, 0, 2],
+                &["web"],
+            )],
+        );
+        let web = Some(vec![Ipv4Addr::new(10, 7, 0, 2)]);
+        assert_eq!(records.lookup("proj_default", "web.proj_default."), web);
+        assert_eq!(records.lookup("proj_default", "PROJ_WEB_1"), web);
+        assert_eq!(
+            records.reverse("proj_default", Ipv4Addr::new(10, 7, 0, 2)),
+            Some("proj_web_1.proj_default")
+        );
+    }
+
+    #[test]
     fn search_domains_are_opt_in() {
         let plain = sample();
         assert_eq!(plain.lookup("front", "www.corp.example"), None);
