@@ -119,10 +119,13 @@ MEM_A2=$(rollup "$A_PID")
 MEM_B2=$(rollup "$B_PID")
 # crun gets dockmaster's own spec (same namespaces, capabilities, seccomp profile, masked
 # paths, devices, mounts) with the command, a plain rootfs directory and a cgroup path of its
-# own: equivalent isolation, minus the overlay mount dockmaster makes per container.
-python3 - "$WORK/dm/containers/$A/bundle/config.json" "$WORK/bundle" "$CRUN_ID" <<'PY'
+# own: equivalent isolation, minus the overlay mount dockmaster makes per container. The spec
+# as built is spec.json (bundle/config.json is libcontainer's copy without the seccomp profile,
+# which dockmaster loads from its compiled cache instead; crun compiles it at every start).
+python3 - "$WORK/dm/containers/$A/spec.json" "$WORK/bundle" "$CRUN_ID" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
+assert c["linux"].get("seccomp"), "the spec for crun must carry the seccomp profile"
 c["process"]["args"] = ["/bin/true"]
 c["root"] = {"path": sys.argv[2] + "/rootfs", "readonly": False}
 c["linux"]["cgroupsPath"] = "/" + sys.argv[3]
