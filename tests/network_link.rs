@@ -532,3 +532,60 @@ fn sysctls_and_netlink_apply_to_the_threads_namespace() {
     let err = link::link_exists("bad/name").unwrap_err();
     assert_eq!(err.category(), Category::Invalid);
 }
+
+/// The `hairpin` flag of bridge port `port` as the kernel reports it (`bridge -d -j link`).
+fn hairpin_of(ns: &Path, port: &str) -> bool {
+    let out = stdout_in(ns, &["bridge", "-d", "-j", "link", "show", "dev", port]);
+    let ports: serde_json::Value = serde_json::from_str(&out).expect("bridge -j output");
+    ports[0]["hairpin"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("no hairpin flag for {port}: {out}"))
+}
+
+#[test]
+fn hairpin_mode_is_set_per_bridge_port_in_the_threads_namespace() {
+    let mut lab = Lab::new();
+    let t = topology(&mut lab);
+    assert!(!hairpin_of(&t.host, &t.veth1));
+    assert!(!hairpin_of(&t.host, &t.veth2));
+
+    lab.within(&t.host, || link::set_hairpin(&t.veth1, true).unwrap());
+    assert!(hairpin_of(&t.host, &t.veth1));
+    assert!(!hairpin_of(&t.host, &t.veth2), "only the named port");
+    // Idempotent, and it turns off again.
+    lab.within(&t.host, || link::set_hairpin(&t.veth1, true).unwrap());
+    assert!(hairpin_of(&t.host, &t.veth1));
+    lab.within(&t.host, || link::set_hairpin(&t.veth1, false).unwrap());
+    assert!(!hairpin_of(&t.host, &t.veth1));
+    lab.within(&t.host, || link::set_hairpin(&t.veth2, true).unwrap());
+    assert!(hairpin_of(&t.host, &t.veth2));
+
+    // Not bridge ports: the bridge itself, a veth of no bridge; a missing link; a bad name.
+    stdout_in(
+        &t.host,
+        &[
+            "ip", "link", "add", "loose0", "type", "veth", "peer", "name", "loose1",
+        ],
+    );
+    lab.within(&t.host, || {
+        for name in [t.bridge.as_str(), "loose0"] {
+            let err = link::set_hairpin(name, true).unwrap_err();
+            assert!(
+                matches!(&err, LinkError::NotABridgePort { name: n } if n == name),
+                "{err}"
+            );
+            assert_eq!(err.category(), Category::Invalid);
+            assert_eq!(err.to_string(), format!("{name} is not a bridge port"));
+        }
+        let err = link::set_hairpin("dmv0000000000ff", true).unwrap_err();
+        assert_eq!(err.category(), Category::NotFound, "{err}");
+        assert!(err.to_string().contains("dmv0000000000ff"), "{err}");
+        let err = link::set_hairpin("bad/name", true).unwrap_err();
+        assert!(matches!(err, LinkError::InvalidName { .. }), "{err}");
+    });
+    // The machine's namespace has no such port: the call worked where the thread was.
+    assert_eq!(
+        link::set_hairpin(&t.veth1, true).unwrap_err().category(),
+        Category::NotFound
+    );
+}

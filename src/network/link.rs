@@ -30,11 +30,12 @@ use futures_util::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteType};
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
 };
 
 use super::model::{mac_for, Endpoint, NetworkConfig, IFNAME_MAX};
@@ -80,6 +81,8 @@ pub enum LinkError {
     BridgeNotFound { name: String },
     #[error("{name} is a {kind} link, not a bridge")]
     NotABridge { name: String, kind: String },
+    #[error("{name} is not a bridge port")]
+    NotABridgePort { name: String },
     #[error("link {name} already exists")]
     Exists { name: String },
     #[error(transparent)]
@@ -107,7 +110,8 @@ impl Categorized for LinkError {
             | LinkError::GatewayOutsideSubnet { .. }
             | LinkError::InvalidSysctl { .. }
             | LinkError::InvalidSysctlValue { .. }
-            | LinkError::NotABridge { .. } => Category::Invalid,
+            | LinkError::NotABridge { .. }
+            | LinkError::NotABridgePort { .. } => Category::Invalid,
             LinkError::BridgeNotFound { .. } => Category::NotFound,
             LinkError::Exists { .. } => Category::Conflict,
             LinkError::Netns(e) => e.category(),
@@ -348,6 +352,37 @@ fn configure_container_side(a: &Attachment<'_>) -> Result<(), LinkError> {
                 .map_err(op_err("add default route via", &gateway.to_string()))?;
         }
         Ok(())
+    })
+}
+
+/// Turns hairpin mode of bridge port `name` on or off: with it on, the bridge may send a
+/// frame back out of the port it came in on, which a container needs to reach itself through
+/// the host address of one of its published ports (DNAT turns the reply's path around). Set
+/// over netlink (IFLA_BRPORT_MODE in the port's IFLA_INFO_SLAVE_DATA, as `ip link set NAME
+/// type bridge_slave hairpin on` does) in the calling thread's namespace, not through
+/// `/sys/class/net`, which shows the namespace sysfs was mounted in. A link that is not
+/// enslaved to a bridge is [`LinkError::NotABridgePort`].
+pub fn set_hairpin(name: &str, on: bool) -> Result<(), LinkError> {
+    check_ifname(name)?;
+    with_netlink(|h| async move {
+        let link = find_link(&h, name).await?.ok_or_else(|| LinkError::Op {
+            op: "find",
+            name: name.into(),
+            source: io::Error::from_raw_os_error(libc::ENODEV),
+        })?;
+        // The port data is parsed by whatever the link is enslaved to: only a bridge's will do.
+        if port_kind(&link) != Some(&InfoPortKind::Bridge) {
+            return Err(LinkError::NotABridgePort { name: name.into() });
+        }
+        h.link()
+            .change(LinkBridgePort::new(link.header.index).hairpin(on).build())
+            .execute()
+            .await
+            .map_err(|e| match errno(&e) {
+                // Released from its bridge since the lookup.
+                Some(libc::EOPNOTSUPP) => LinkError::NotABridgePort { name: name.into() },
+                _ => op_err("set hairpin mode of", name)(e),
+            })
     })
 }
 
@@ -618,6 +653,17 @@ fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
     link.attributes.iter().find_map(|attr| match attr {
         LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|info| match info {
             LinkInfo::Kind(kind) => Some(kind),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// What the link is enslaved to (IFLA_INFO_SLAVE_KIND), if anything.
+fn port_kind(link: &LinkMessage) -> Option<&InfoPortKind> {
+    link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|info| match info {
+            LinkInfo::PortKind(kind) => Some(kind),
             _ => None,
         }),
         _ => None,
