@@ -13,6 +13,10 @@ use serde_json::json;
 
 use crate::config::AgentConfig;
 use crate::image::ImageStore;
+use crate::network::manager::NetworkRequest;
+use crate::network::model::DEFAULT_NETWORK;
+use crate::network::ports::PortSpec;
+use crate::network::sandbox::{ContainerNetwork, NetMode};
 use crate::runtime::container::{
     observe, ContainerPaths, ContainerRecord, ContainerStore, Observed,
 };
@@ -23,8 +27,7 @@ use crate::runtime::protocol::{Client, ExecRequest};
 use crate::runtime::shim;
 use crate::runtime::signal::parse_signal;
 use crate::runtime::spec::{
-    options::parse_size, BindMount, ContainerOptions, InitProcess, NetworkMode, SecurityOpt,
-    TmpfsMount, Ulimit,
+    options::parse_size, BindMount, ContainerOptions, InitProcess, SecurityOpt, TmpfsMount, Ulimit,
 };
 
 /// Docker's exit codes for failures of the run command itself.
@@ -92,9 +95,29 @@ pub struct RunArgs {
     /// Run an init as PID 1 that forwards signals and reaps zombies.
     #[arg(long)]
     pub init: bool,
-    /// none or host.
-    #[arg(long, default_value = "none")]
-    pub network: String,
+    /// A network name (bridge mode; repeat to join several), none, host or container:NAME.
+    /// Default: the `bridge` network, as in Docker.
+    #[arg(long = "network", alias = "net")]
+    pub network: Vec<String>,
+    /// Extra DNS names of the container on its (first) network.
+    #[arg(long = "network-alias")]
+    pub network_alias: Vec<String>,
+    /// Publish a port: [HOST_IP:][HOST_PORT[-RANGE]:]CONTAINER_PORT[/tcp|udp].
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Static IPv4 address on the (first) network.
+    #[arg(long = "ip")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// Upstream DNS servers for names that are not the network's.
+    #[arg(long = "dns")]
+    pub dns: Vec<std::net::Ipv4Addr>,
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    #[arg(long = "dns-option")]
+    pub dns_option: Vec<String>,
+    /// HOST:IP entries for /etc/hosts.
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
     /// Container host name.
     #[arg(long)]
     pub hostname: Option<String>,
@@ -392,13 +415,7 @@ fn create_request(root: &Path, args: &RunArgs) -> anyhow::Result<CreateRequest> 
     options.memory = size("memory", &args.memory)?;
     options.memory_reservation = size("memory-reservation", &args.memory_reservation)?;
     options.shm_size = size("shm-size", &args.shm_size)?;
-    options.network = match args.network.as_str() {
-        "none" => NetworkMode::None,
-        "host" => NetworkMode::Host,
-        other => {
-            bail!("network {other:?} is not available yet: use --network none or --network host")
-        }
-    };
+    let network = container_network(args)?;
     if args.init {
         let init = crate::runtime::init::install_static_init(root)
             .with_context(|| format!("install the container init under {}", root.display()))?;
@@ -430,7 +447,69 @@ fn create_request(root: &Path, args: &RunArgs) -> anyhow::Result<CreateRequest> 
         stop_signal: args.stop_signal.clone(),
         labels,
         log,
+        network,
     })
+}
+
+/// `--network` and friends, checked: modes cannot be mixed, ports need a bridge network,
+/// aliases and --ip apply to the first network (as `docker run` does).
+fn container_network(args: &RunArgs) -> anyhow::Result<ContainerNetwork> {
+    let mut net = ContainerNetwork::default();
+    let values: Vec<&str> = if args.network.is_empty() {
+        vec![DEFAULT_NETWORK]
+    } else {
+        args.network.iter().map(String::as_str).collect()
+    };
+    for (i, value) in values.iter().enumerate() {
+        let (mode, name) = NetMode::parse(value);
+        if mode != NetMode::Bridge && values.len() > 1 {
+            bail!("--network {value} cannot be combined with other networks");
+        }
+        net.mode = mode;
+        if let Some(name) = name {
+            net.networks.push(NetworkRequest {
+                network: name,
+                aliases: if i == 0 {
+                    args.network_alias.clone()
+                } else {
+                    Vec::new()
+                },
+                ip: if i == 0 { args.ip } else { None },
+            });
+        }
+    }
+    if net.mode != NetMode::Bridge {
+        if !args.publish.is_empty() {
+            bail!(
+                "-p/--publish needs a bridge network, not --network {}",
+                values[0]
+            );
+        }
+        if !args.network_alias.is_empty() || args.ip.is_some() {
+            bail!(
+                "--network-alias and --ip need a bridge network, not --network {}",
+                values[0]
+            );
+        }
+    }
+    for p in &args.publish {
+        PortSpec::parse(p).map_err(|e| anyhow!("-p {p}: {e}"))?;
+    }
+    net.ports = args.publish.clone();
+    net.dns = args.dns.clone();
+    net.dns_search = args.dns_search.clone();
+    net.dns_options = args.dns_option.clone();
+    for h in &args.add_host {
+        let (name, ip) = h
+            .rsplit_once(':')
+            .filter(|(n, _)| !n.is_empty())
+            .ok_or_else(|| anyhow!("invalid --add-host {h:?}: expected HOST:IP"))?;
+        let ip = ip
+            .parse()
+            .map_err(|_| anyhow!("invalid --add-host {h:?}: {ip:?} is not an IPv4 address"))?;
+        net.extra_hosts.push((name.to_string(), ip));
+    }
+    Ok(net)
 }
 
 /// Docker's env-file format: KEY=VALUE lines, `#` comments, blank lines ignored; a bare KEY

@@ -5,8 +5,10 @@
 pub mod dns;
 pub mod ipam;
 pub mod link;
+pub mod manager;
 pub mod model;
 pub mod netns;
 pub mod nft;
 pub mod ports;
+pub mod sandbox;
 pub mod store;

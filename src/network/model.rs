@@ -97,6 +97,9 @@ pub struct Endpoint {
     /// Published ports are attached to the container's first network endpoint only.
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// The container's own upstream resolvers (`--dns`), used by netd for its queries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<Ipv4Addr>,
 }
 
 fn short_hash(parts: &[&str]) -> String {
@@ -171,6 +174,7 @@ mod tests {
                 container_port: 80,
                 proto: Proto::Tcp,
             }],
+            dns: vec![],
         };
         let json = serde_json::to_string(&endpoint).unwrap();
         assert!(json.contains("\"proto\":\"tcp\""));

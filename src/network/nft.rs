@@ -780,6 +780,7 @@ mod tests {
                     proto,
                 })
                 .collect(),
+            dns: vec![],
         }
     }
 

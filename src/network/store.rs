@@ -162,6 +162,8 @@ pub struct EndpointSpec {
     /// Interface inside the container (`eth0`, ...).
     pub ifname: String,
     pub ports: Vec<PortMapping>,
+    /// `--dns` servers of the container (kept with the endpoint for netd).
+    pub dns: Vec<Ipv4Addr>,
 }
 
 /// The rotation hint of one network.
@@ -708,6 +710,7 @@ impl StoreGuard {
             host_veth: veth_name(&spec.container_id, &spec.network),
             aliases: spec.aliases.clone(),
             ports: spec.ports.clone(),
+            dns: spec.dns.clone(),
         };
         write_record(
             &self.endpoint_path(&spec.network, &spec.container_id),

@@ -51,6 +51,10 @@ pub struct ContainerRecord {
     /// Log rotation: bytes per file and files kept.
     pub log_max_bytes: u64,
     pub log_max_files: usize,
+    /// Networking the shim sets up at each start (absent in records made before networks
+    /// existed: those have a private namespace with loopback only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::sandbox::ContainerNetwork>,
 }
 
 /// The files of one container.
@@ -74,6 +78,12 @@ impl ContainerPaths {
     /// `runtime::seccomp`: the profile may be loaded from a cache instead).
     pub fn engine_spec(&self) -> PathBuf {
         self.bundle().join("config.json")
+    }
+    /// Where the generated /etc/hosts, /etc/hostname and /etc/resolv.conf live.
+    pub fn sandbox_files(&self) -> crate::network::sandbox::SandboxFiles {
+        crate::network::sandbox::SandboxFiles {
+            dir: self.dir.clone(),
+        }
     }
     pub fn rootfs(&self) -> PathBuf {
         self.bundle().join(crate::runtime::spec::ROOTFS_DIR)
@@ -456,6 +466,7 @@ mod tests {
             labels: BTreeMap::new(),
             log_max_bytes: 1024,
             log_max_files: 2,
+            network: None,
         }
     }
 

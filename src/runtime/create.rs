@@ -7,12 +7,15 @@ use std::time::SystemTime;
 use crate::error::{Categorized, Category};
 use crate::image::manifest::{parse_config, ImageConfig, MAX_CONFIG_SIZE};
 use crate::image::{ImageError, ImageStore};
+use crate::network::sandbox::{ContainerNetwork, NetMode};
 use crate::runtime::container::{
     generate_id, generate_name, ContainerError, ContainerPaths, ContainerRecord, ContainerStore,
 };
 use crate::runtime::logs::LogConfig;
 use crate::runtime::signal::parse_signal;
-use crate::runtime::spec::{build_spec, ContainerOptions, HostLimits, OverlayRootfs, SpecError};
+use crate::runtime::spec::{
+    build_spec, BindMount, ContainerOptions, HostLimits, NetworkMode, OverlayRootfs, SpecError,
+};
 
 /// Docker's default `stop` grace period.
 pub const DEFAULT_STOP_GRACE_SECS: u64 = 10;
@@ -34,6 +37,8 @@ pub struct CreateRequest {
     /// User labels (`--label`), kept with the identity annotations.
     pub labels: std::collections::BTreeMap<String, String>,
     pub log: LogConfig,
+    /// How the container is networked (its shim sets it up at each start).
+    pub network: ContainerNetwork,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +118,23 @@ pub fn create(
     })?;
     let name = req.name.clone().unwrap_or_else(|| generate_name(&id));
     let mut options = req.options;
+    // Bridge mode and `container:` join a namespace prepared by the shim at start (the
+    // latter's path is only known then: the shim rewrites it in the engine's spec).
+    options.network = match req.network.mode {
+        NetMode::None => NetworkMode::None,
+        NetMode::Host => NetworkMode::Host,
+        NetMode::Bridge | NetMode::Container(_) => {
+            NetworkMode::Join(crate::network::manager::netns_path(root, &id))
+        }
+    };
+    let sandbox = ContainerStore::new(root).paths(&id).sandbox_files();
+    for (source, destination) in sandbox.mounts() {
+        options.binds.push(BindMount {
+            source,
+            destination: destination.to_string(),
+            read_only: false,
+        });
+    }
     options.identity.container_id = id.clone();
     options.identity.name = name.clone();
     if options.identity.image.is_empty() {
@@ -168,6 +190,7 @@ pub fn create(
             .collect(),
         log_max_bytes: req.log.max_size,
         log_max_files: req.log.max_files,
+        network: Some(req.network),
     };
     let store = ContainerStore::new(root);
     let paths = store.create(&record)?;

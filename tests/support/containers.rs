@@ -36,9 +36,19 @@ impl Host {
         host
     }
 
+    /// `run` without `--network` gets `--network none`: these tests run in the machine's own
+    /// network namespace, where the default bridge network must never be created (network
+    /// tests run dockmaster inside namespaces of their own).
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = self.root.dockmaster();
-        c.args(args);
+        let has_network = args
+            .iter()
+            .any(|a| *a == "--network" || a.starts_with("--network="));
+        if args.first() == Some(&"run") && !has_network {
+            c.arg("run").args(["--network", "none"]).args(&args[1..]);
+        } else {
+            c.args(args);
+        }
         c
     }
 

@@ -241,6 +241,7 @@ pub(crate) mod tests {
             ifname: "eth0".into(),
             aliases: aliases.iter().map(|a| a.to_string()).collect(),
             ports: Vec::new(),
+            dns: Vec::new(),
         }
     }
 

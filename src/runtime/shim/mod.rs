@@ -156,9 +156,57 @@ pub fn release(id: &str, paths: &ContainerPaths) -> Result<(), ShimError> {
         let _ = cg.remove_within(Duration::from_secs(2));
     }
     let unmounted = rootfs::unmount(&paths.rootfs());
+    // Endpoints, addresses and published ports go with the container's process; a root
+    // without networks has nothing to release (and no store to create).
+    if let Some(root) = paths.dir.parent().and_then(Path::parent) {
+        if root.join("networks").is_dir() {
+            if let Err(e) = crate::network::sandbox::teardown(root, id) {
+                eprintln!("shim {id}: release the container's networks: {e}");
+            }
+        }
+    }
     engine?;
     unmounted?;
     Ok(())
+}
+
+/// The namespace and files of the container a `container:NAME` container shares.
+fn peer_sandbox(
+    root: &Path,
+    store: &ContainerStore,
+    name: &str,
+) -> Result<crate::network::sandbox::Peer, ShimError> {
+    let peer_err = |reason: String| {
+        ShimError::Network(crate::network::sandbox::SandboxError::Peer {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    let peer = store.resolve(name).map_err(|e| peer_err(e.to_string()))?;
+    let netns = crate::network::manager::netns_path(root, &peer.id);
+    if !crate::network::netns::is_netns(&netns) {
+        return Err(peer_err(
+            "it is not running on a bridge network (only those can be shared)".into(),
+        ));
+    }
+    Ok(crate::network::sandbox::Peer {
+        netns,
+        files: store.paths(&peer.id).sandbox_files(),
+    })
+}
+
+/// Points the spec's network namespace at `path`.
+fn join_network_namespace(spec: &mut oci_spec::runtime::Spec, path: PathBuf) {
+    use oci_spec::runtime::LinuxNamespaceType;
+    if let Some(linux) = spec.linux_mut() {
+        if let Some(namespaces) = linux.namespaces_mut() {
+            for ns in namespaces.iter_mut() {
+                if ns.typ() == LinuxNamespaceType::Network {
+                    ns.set_path(Some(path.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// Undoes what a failed start left: [`release`], plus the pid file and socket.
@@ -190,6 +238,8 @@ pub enum ShimError {
     Log(#[from] crate::runtime::logs::LogError),
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    #[error("set up the container's network: {0}")]
+    Network(#[from] crate::network::sandbox::SandboxError),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ShimError {
@@ -391,6 +441,32 @@ impl Shim {
         let listener = bind_listener(&paths.socket())
             .map_err(io_err(format!("bind {}", paths.socket().display())))?;
 
+        // Networking: namespace, endpoints, published ports and the generated /etc files.
+        let mut spec = spec;
+        if let Some(network) = &record.network {
+            let peer = match &network.mode {
+                crate::network::sandbox::NetMode::Container(name) => {
+                    Some(peer_sandbox(&opts.root, store, name)?)
+                }
+                _ => None,
+            };
+            let hostname = spec
+                .hostname()
+                .clone()
+                .unwrap_or_else(|| id[..12].to_string());
+            let sandbox = crate::network::sandbox::setup(
+                &opts.root,
+                &id,
+                &record.name,
+                &hostname,
+                network,
+                &paths.sandbox_files(),
+                peer,
+            )?;
+            if let Some(path) = sandbox.join {
+                join_network_namespace(&mut spec, path);
+            }
+        }
         // libcontainer reads the bundle's config.json: the spec itself, or (usually) the spec
         // with its seccomp profile moved to the cached-filter hook.
         let seccomp_cache = opts.root.join("seccomp");
