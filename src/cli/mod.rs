@@ -3,6 +3,7 @@
 pub mod container;
 pub mod debug;
 pub mod image;
+pub mod network;
 pub mod oci;
 
 use std::path::PathBuf;
@@ -64,6 +65,9 @@ pub enum Command {
     /// runc-compatible low-level runtime commands (for OCI tooling).
     #[command(subcommand)]
     Oci(oci::OciCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -76,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Image(cmd) => image::run(&cli.root, &config()?, cmd),
         Command::Debug(cmd) => debug::run(cmd, &cli.root),
         Command::Oci(cmd) => oci::run(&cli.root, cmd),
+        Command::Network(cmd) => network::run(&cli.root, cmd),
         Command::Run(a) => container::run(&cli.root, &config()?, *a),
         Command::Ps(a) => container::ps(&cli.root, a),
         Command::Logs(a) => container::logs(&cli.root, a),
