@@ -575,7 +575,13 @@ fn networks_in_use_are_kept_by_rm_and_prune() {
     let cid = container_id();
     let connected = connect(&host, &cid, "web", "front");
     let veth = connected.endpoints[0].host_veth.clone();
-    assert!(host.link(&veth).is_some());
+    // The container's port on the bridge, in hairpin mode (to reach its own published ports).
+    let port = host.link(&veth).expect("host side of the veth pair");
+    assert_eq!(port["master"], bridge_name(&front));
+    assert_eq!(
+        port["linkinfo"]["info_slave_data"]["hairpin"], true,
+        "{port}"
+    );
 
     // rm refuses, naming the network and the container; nothing changes.
     let err = host.fails(&["network", "rm", "front"]);
