@@ -53,6 +53,7 @@ fn endpoint(id: char, name: &str, net: &str, addr: Ipv4Addr, aliases: &[&str]) -
         ifname: "eth0".into(),
         aliases: aliases.iter().map(|a| a.to_string()).collect(),
         ports: Vec::new(),
+        dns: Vec::new(),
     }
 }
 

@@ -148,6 +148,7 @@ fn attach(tag: &str, host: &Netns, net: &NetworkConfig, name: &str, last: u8) ->
             host_veth: veth,
             aliases: vec![],
             ports: vec![],
+            dns: vec![],
         },
     }
 }
@@ -292,6 +293,7 @@ fn generated_ruleset_is_accepted_by_the_kernel_and_replaced_atomically() {
             mapping(Ipv4Addr::UNSPECIFIED, 8080, 80, Proto::Tcp),
             mapping(Ipv4Addr::LOCALHOST, 5353, 53, Proto::Udp),
         ],
+        dns: vec![],
     }];
     let networks = vec![front, vault];
     let (nets, eps) = (networks.clone(), endpoints.clone());

@@ -682,7 +682,9 @@ pub fn inspect(root: &Path, args: InspectArgs) -> anyhow::Result<i32> {
         match store.resolve(query) {
             Ok(record) => {
                 let paths = store.paths(&record.id);
-                out.push(inspect_json(&record, &paths, &observe(&paths, &record)));
+                let mut v = inspect_json(&record, &paths, &observe(&paths, &record));
+                v["NetworkSettings"] = network_settings(root, &record);
+                out.push(v);
             }
             Err(e) => {
                 eprintln!("dockmaster: {e}");
@@ -692,6 +694,63 @@ pub fn inspect(root: &Path, args: InspectArgs) -> anyhow::Result<i32> {
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(if failed { 1 } else { 0 })
+}
+
+/// Docker's `NetworkSettings`: the container's endpoints while it runs (they are released
+/// when it stops), its published ports, and the mode it asked for.
+fn network_settings(root: &Path, r: &ContainerRecord) -> serde_json::Value {
+    // Opening the store creates its directory: not for roots that never had a network.
+    let store = root
+        .join("networks")
+        .is_dir()
+        .then(|| crate::network::store::NetworkStore::open(root).ok())
+        .flatten();
+    let endpoints = store
+        .as_ref()
+        .and_then(|s| s.endpoints_of(&r.id).ok())
+        .unwrap_or_default();
+    let networks = store
+        .as_ref()
+        .and_then(|s| s.list().ok())
+        .unwrap_or_default();
+    let mut nets = serde_json::Map::new();
+    let mut ports = serde_json::Map::new();
+    for e in &endpoints {
+        let net = networks.iter().find(|n| n.name == e.network);
+        nets.insert(
+            e.network.clone(),
+            serde_json::json!({
+                "NetworkID": net.map(|n| n.id.clone()).unwrap_or_default(),
+                "IPAddress": e.ip.to_string(),
+                "IPPrefixLen": net.map(|n| n.subnet.prefix_len()).unwrap_or(0),
+                "Gateway": net.map(|n| n.gateway.to_string()).unwrap_or_default(),
+                "MacAddress": e.mac,
+                "Aliases": e.aliases,
+            }),
+        );
+        for p in &e.ports {
+            let key = format!("{}/{}", p.container_port, p.proto);
+            let entry = ports.entry(key).or_insert_with(|| serde_json::json!([]));
+            if let Some(list) = entry.as_array_mut() {
+                list.push(serde_json::json!({
+                    "HostIp": p.host_ip.to_string(),
+                    "HostPort": p.host_port.to_string(),
+                }));
+            }
+        }
+    }
+    let mode = match r.network.as_ref().map(|n| &n.mode) {
+        None | Some(NetMode::None) => "none".to_string(),
+        Some(NetMode::Host) => "host".to_string(),
+        Some(NetMode::Container(c)) => format!("container:{c}"),
+        Some(NetMode::Bridge) => r
+            .network
+            .as_ref()
+            .and_then(|n| n.networks.first())
+            .map(|n| n.network.clone())
+            .unwrap_or_default(),
+    };
+    serde_json::json!({ "NetworkMode": mode, "Networks": nets, "Ports": ports })
 }
 
 fn inspect_json(r: &ContainerRecord, paths: &ContainerPaths, o: &Observed) -> serde_json::Value {
