@@ -62,6 +62,10 @@ pub enum Command {
     /// The per-container shim (started by dockmaster itself).
     #[command(hide = true)]
     Shim(container::ShimArgs),
+    /// The per-root network daemon: DNS for containers, repair after crashes (started by
+    /// dockmaster itself).
+    #[command(hide = true)]
+    Netd,
     /// runc-compatible low-level runtime commands (for OCI tooling).
     #[command(subcommand)]
     Oci(oci::OciCommand),
@@ -90,5 +94,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Exec(a) => container::exec(&cli.root, a),
         Command::Inspect(a) => container::inspect(&cli.root, a),
         Command::Shim(a) => Ok(container::shim(&cli.root, a)),
+        Command::Netd => crate::network::netd::run(&cli.root).map(|()| 0).map_err(Into::into),
     }
 }

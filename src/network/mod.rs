@@ -7,6 +7,7 @@ pub mod ipam;
 pub mod link;
 pub mod manager;
 pub mod model;
+pub mod netd;
 pub mod netns;
 pub mod nft;
 pub mod ports;
