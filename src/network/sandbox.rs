@@ -184,6 +184,11 @@ pub fn setup(
                 let _ = manager::disconnect(root, container_id);
                 return Err(e);
             }
+            // DNS for the networks; never while holding the store lock (netd's start-up
+            // repair takes it). Without it names do not resolve but traffic flows: warn.
+            if let Err(e) = crate::network::netd::ensure_running(root) {
+                tracing::warn!("start the network daemon for {}: {e}", root.display());
+            }
             Ok(Sandbox {
                 endpoints: connected.endpoints,
                 join: None,

@@ -1,0 +1,396 @@
+//! Container networking end to end, as root, with real containers. dockmaster runs inside a
+//! network namespace that plays the host (via `nsenter --net`, so the mount namespace stays
+//! shared and the netns bind mounts stay visible), with a veth to a second namespace that
+//! plays the outside world; the machine's own namespace, forwarding setting and firewall are
+//! never touched. Everything is removed on drop, also when a test fails.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::containers::{Host, BUSYBOX};
+
+const HOST_ADDR: &str = "198.51.100.1";
+const OUTSIDE_ADDR: &str = "198.51.100.2";
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    hex::encode(b)
+}
+
+/// A "host" namespace with dockmaster's root, and an "outside" namespace on a veth.
+struct NetHost {
+    host: Host,
+    ns: String,
+    outside: String,
+}
+
+impl NetHost {
+    fn new() -> NetHost {
+        let suffix = random_suffix();
+        let ns = format!("dmt-e2e-{suffix}");
+        let outside = format!("dmt-out-{suffix}");
+        ip(&["netns", "add", &ns]);
+        ip(&["netns", "add", &outside]);
+        let me = NetHost {
+            host: Host::new(),
+            ns,
+            outside,
+        };
+        let (ns, out) = (me.ns.as_str(), me.outside.as_str());
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+        ip(&["-n", out, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n", ns, "link", "add", "uplink0", "type", "veth", "peer", "name", "wan0", "netns",
+            out,
+        ]);
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{HOST_ADDR}/24"),
+            "dev",
+            "uplink0",
+        ]);
+        ip(&["-n", ns, "link", "set", "uplink0", "up"]);
+        ip(&[
+            "-n",
+            out,
+            "addr",
+            "add",
+            &format!("{OUTSIDE_ADDR}/24"),
+            "dev",
+            "wan0",
+        ]);
+        ip(&["-n", out, "link", "set", "wan0", "up"]);
+        me
+    }
+
+    /// `dockmaster ARGS` inside the host namespace (without the runtime tests' default of
+    /// `--network none`: here the default bridge network is what is tested).
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut inner = self.host.root.dockmaster();
+        inner.args(args);
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.ns))
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run dockmaster")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dockmaster {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn detached(&self, flags: &[&str], command: &[&str]) -> String {
+        let mut args = vec!["run", "-d"];
+        args.extend_from_slice(flags);
+        args.push(BUSYBOX);
+        args.extend_from_slice(command);
+        self.ok(&args).trim().to_string()
+    }
+
+    /// A foreground `run --rm` of a shell script; returns (exit code, stdout + stderr).
+    fn sh(&self, flags: &[&str], script: &str) -> (i32, String) {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[BUSYBOX, "sh", "-c", script]);
+        let out = self.run(&args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// Runs `f` in a thread inside namespace `ns`.
+    fn in_ns<R: Send>(&self, ns: &str, f: impl FnOnce() -> R + Send) -> R {
+        dockmaster::network::netns::run_in(std::path::Path::new(&format!("/run/netns/{ns}")), f)
+            .expect("enter the namespace")
+    }
+
+    /// The container's address on `network`, from `inspect`.
+    fn address(&self, container: &str, network: &str) -> String {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", container])).unwrap();
+        v[0]["NetworkSettings"]["Networks"][network]["IPAddress"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no address on {network} in inspect: {v}"))
+            .to_string()
+    }
+
+    fn netd_pid(&self) -> Option<i32> {
+        dockmaster::network::netd::running_pid(&self.host.root.root())
+    }
+
+    fn links(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns, "-o", "link", "show"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+            .collect()
+    }
+
+    fn nft_table(&self) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "nft",
+                "list",
+                "table",
+                "ip",
+                "dockmaster",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for NetHost {
+    fn drop(&mut self) {
+        let ids = self.run(&["ps", "-a", "-q", "--no-trunc"]);
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let _ = self.run(&["rm", "-f", id]);
+        }
+        if let Some(pid) = self.netd_pid() {
+            // SAFETY: signals the netd this test's root started (pid from its own pid file).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let netns_dir = self.host.root.root().join("netns");
+        if let Ok(entries) = std::fs::read_dir(&netns_dir) {
+            for e in entries.flatten() {
+                let _ = dockmaster::network::netns::remove(&e.path());
+            }
+        }
+        let _ = dockmaster::network::netns::release_dir(&netns_dir);
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.outside])
+            .output();
+    }
+}
+
+/// A TCP client that sends nothing and reads what the server says (busybox httpd answers a
+/// GET; our echo servers greet).
+fn http_get(addr: SocketAddr) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A shell function printing the address busybox's nslookup finds for a name (retried while
+/// the DNS server learns about a new container).
+const RESOLVE: &str = "resolve() { for i in 1 2 3 4 5 6 7 8 9 10; do \
+    a=$(nslookup $1 2>/dev/null | awk '/^Name:/{n=1} n && /^Address/{print $2; exit}'); \
+    [ -n \"$a\" ] && { echo $a; return 0; }; sleep 0.3; done; return 1; }; ";
+/// A shell function fetching `/` from ADDR PORT over HTTP/1.0 with nc.
+const GET: &str = "get() { printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $1 $2; }; ";
+const WEB: &str =
+    "mkdir -p /www && echo hello-from-$HOSTNAME > /www/index.html && exec httpd -f -p 80 -h /www";
+
+#[test]
+fn published_ports_answer_from_loopback_outside_and_other_containers() {
+    let h = NetHost::new();
+    h.detached(&["--name", "web", "-p", "8080:80"], &["sh", "-c", WEB]);
+    let body = eventually("web answers on the host's loopback", || {
+        h.in_ns(&h.ns, || http_get("127.0.0.1:8080".parse().unwrap()).ok())
+    });
+    assert!(body.contains("hello-from-"), "{body}");
+    let outside: SocketAddr = format!("{HOST_ADDR}:8080").parse().unwrap();
+    let body = h
+        .in_ns(&h.outside, || http_get(outside))
+        .expect("from the outside host");
+    assert!(body.contains("hello-from-"), "{body}");
+    // Hairpin: another container through the host's address.
+    let (code, out) = h.sh(&[], &format!("{GET}get {HOST_ADDR} 8080"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("hello-from-"), "{out}");
+
+    // UDP: busybox has no UDP server, so the test answers from a socket it opens inside the
+    // container's own network namespace (held at <root>/netns/<id>).
+    let udp = h.detached(&["--name", "udp", "-p", "5353:53/udp"], &["sleep", "60"]);
+    let container_ns = h.host.root.root().join("netns").join(&udp);
+    let server = dockmaster::network::netns::run_in(&container_ns, || {
+        UdpSocket::bind("0.0.0.0:53").expect("bind inside the container")
+    })
+    .expect("enter the container's namespace");
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let (n, from) = server
+            .recv_from(&mut buf)
+            .expect("a datagram reaches the container");
+        server.send_to(&buf[..n], from).unwrap();
+        from
+    });
+    let reply = h.in_ns(&h.outside, || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.send_to(b"ping-udp", format!("{HOST_ADDR}:5353")).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.recv(&mut buf).expect("the reply comes back");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    assert_eq!(reply, "ping-udp");
+    // DNAT keeps the outside client's address as the source.
+    assert_eq!(
+        echo.join().unwrap().ip(),
+        OUTSIDE_ADDR.parse::<Ipv4Addr>().unwrap()
+    );
+
+    // A taken host port is refused, naming both claimants.
+    let out = h.run(&[
+        "run", "--rm", "--name", "late", "-p", "8080:81", BUSYBOX, "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("8080") && err.contains("web"), "{err}");
+}
+
+#[test]
+fn addresses_stay_unique_and_released_ones_return() {
+    let h = NetHost::new();
+    h.ok(&["network", "create", "--subnet", "10.77.0.0/29", "small"]);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut ids = Vec::new();
+    // A /29 has 5 addresses for containers (the gateway takes one).
+    for _ in 0..5 {
+        let id = h.detached(&["--network", "small"], &["sleep", "60"]);
+        let ip = h.address(&id, "small");
+        assert!(seen.insert(ip.clone()), "{ip} handed out twice");
+        ids.push(id);
+    }
+    let out = h.run(&["run", "--rm", "--network", "small", BUSYBOX, "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("small"));
+    h.ok(&["rm", "-f", &ids[0]]);
+    let id = h.detached(&["--network", "small"], &["sleep", "60"]);
+    let ip = h.address(&id, "small");
+    assert!(
+        seen.contains(&ip),
+        "a released address is reused once the range is full: {ip}"
+    );
+    for other in &ids[1..] {
+        assert_ne!(h.address(other, "small"), ip);
+    }
+}
+
+#[test]
+fn removal_leaves_no_link_rule_or_namespace() {
+    let h = NetHost::new();
+    let id = h.detached(&["-p", "8080:80"], &["sleep", "60"]);
+    assert!(
+        h.links().iter().any(|l| l.starts_with("dmv")),
+        "{:?}",
+        h.links()
+    );
+    assert!(h.nft_table().contains("dport 8080"), "{}", h.nft_table());
+    h.ok(&["rm", "-f", &id]);
+    eventually("the veth pair is gone", || {
+        (!h.links().iter().any(|l| l.starts_with("dmv"))).then_some(())
+    });
+    assert!(!h.nft_table().contains("8080"), "{}", h.nft_table());
+    let netns = h.host.root.root().join("netns").join(&id);
+    assert!(!netns.exists(), "{} is left", netns.display());
+    // The bridge of the default network stays, like Docker's docker0.
+    assert!(
+        h.links().iter().any(|l| l.starts_with("dm-")),
+        "{:?}",
+        h.links()
+    );
+}
+
+#[test]
+fn containers_reach_each_other_by_name_and_other_networks_are_isolated() {
+    let h = NetHost::new();
+    h.ok(&["network", "create", "front"]);
+    h.ok(&["network", "create", "back"]);
+    h.detached(
+        &[
+            "--network",
+            "front",
+            "--name",
+            "web",
+            "--network-alias",
+            "site",
+        ],
+        &["sh", "-c", WEB],
+    );
+    // busybox-static's wget goes through glibc's NSS (it crashes without the host's NSS
+    // modules): resolve with busybox's own nslookup, fetch with nc.
+    let (code, out) = h.sh(
+        &["--network", "front"],
+        &format!(
+            "{RESOLVE}{GET}ip=$(resolve web) && get $ip 80 && ip=$(resolve site) && get $ip 80"
+        ),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("hello-from-").count(), 2, "{out}");
+    // Another network: the name does not resolve, and the address is not reachable.
+    let addr = h.address("web", "front");
+    let (code, out) = h.sh(
+        &["--network", "back"],
+        &format!("{GET}nslookup web; get {addr} 80"),
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(!out.contains("hello-from-"), "{out}");
+}
