@@ -94,6 +94,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Exec(a) => container::exec(&cli.root, a),
         Command::Inspect(a) => container::inspect(&cli.root, a),
         Command::Shim(a) => Ok(container::shim(&cli.root, a)),
-        Command::Netd => crate::network::netd::run(&cli.root).map(|()| 0).map_err(Into::into),
+        Command::Netd => crate::network::netd::run(&cli.root)
+            .map(|()| 0)
+            .map_err(Into::into),
     }
 }
