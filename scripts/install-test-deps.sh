@@ -14,6 +14,7 @@ packages=(
   skopeo podman     # reference tools: the smoke tests check our fixtures against them
   crun              # reference OCI runtime for the runtime benchmark and bundle checks
   iproute2 util-linux ca-certificates curl
+  nftables          # nft: dockmaster's table (published ports, NAT) and the network tests
 )
 missing=()
 for p in "${packages[@]}"; do
