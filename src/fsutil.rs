@@ -52,6 +52,31 @@ pub fn temp_owner_alive(name: &str) -> bool {
         .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
 }
 
+/// Undoes the kernel's octal escapes in a /proc/*/mountinfo field (`\040` space, `\011`
+/// tab, `\012` newline, `\134` backslash); malformed escapes are kept as they are.
+pub fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\' {
+            let digits = field.get(i + 1..i + 4).unwrap_or_default();
+            if digits.len() == 3 && digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                let value = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                if let Ok(byte) = u8::try_from(value) {
+                    out.push(byte);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(field[i]);
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +99,16 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_decoded_and_malformed_ones_kept() {
+        assert_eq!(unescape_mountinfo(br"/a\040b\011c\134d"), b"/a b\tc\\d");
+        assert_eq!(unescape_mountinfo(br"/x\04"), br"/x\04");
+        assert_eq!(unescape_mountinfo(br"/x\999"), br"/x\999");
+        assert_eq!(unescape_mountinfo(b"a\\134b"), b"a\\b");
+        assert_eq!(unescape_mountinfo(b"a\\9xx"), b"a\\9xx");
+        assert_eq!(unescape_mountinfo(b"end\\04"), b"end\\04");
+        assert_eq!(unescape_mountinfo(b"big\\777"), b"big\\777");
     }
 }

@@ -513,33 +513,9 @@ fn parse_nsfs_mount_points(mountinfo: &[u8]) -> Vec<PathBuf> {
         if separator < 5 || fields.get(separator + 1) != Some(&&b"nsfs"[..]) {
             continue;
         }
-        out.push(PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(
-            fields[4],
-        ))));
-    }
-    out
-}
-
-/// The kernel escapes space, tab, newline and backslash in mountinfo paths as `\ooo`.
-fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if field[i] == b'\\' {
-            let digits = field.get(i + 1..i + 4).unwrap_or_default();
-            if digits.len() == 3 && digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let value = digits
-                    .iter()
-                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-                if let Ok(byte) = u8::try_from(value) {
-                    out.push(byte);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(field[i]);
-        i += 1;
+        out.push(PathBuf::from(OsStr::from_bytes(
+            &crate::fsutil::unescape_mountinfo(fields[4]),
+        )));
     }
     out
 }
@@ -563,13 +539,5 @@ mod tests {
                 PathBuf::from("/tmp/opt"),
             ]
         );
-    }
-
-    #[test]
-    fn unescape_leaves_malformed_escapes_alone() {
-        assert_eq!(unescape_mountinfo(b"a\\134b"), b"a\\b");
-        assert_eq!(unescape_mountinfo(b"a\\9xx"), b"a\\9xx");
-        assert_eq!(unescape_mountinfo(b"end\\04"), b"end\\04");
-        assert_eq!(unescape_mountinfo(b"big\\777"), b"big\\777");
     }
 }

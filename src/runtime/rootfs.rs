@@ -570,32 +570,8 @@ fn is_mountpoint_mountinfo(path: &Path) -> io::Result<bool> {
     Ok(info.split(|&b| b == b'\n').any(|line| {
         line.split(|&b| b == b' ')
             .nth(4)
-            .is_some_and(|mp| unescape_mountinfo(mp) == path.as_os_str().as_bytes())
+            .is_some_and(|mp| crate::fsutil::unescape_mountinfo(mp) == path.as_os_str().as_bytes())
     }))
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if field[i] == b'\\' && i + 4 <= field.len() {
-            let oct = &field[i + 1..i + 4];
-            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = oct
-                    .iter()
-                    .fold(0u32, |acc, &c| acc * 8 + u32::from(c - b'0'));
-                if let Ok(b) = u8::try_from(v) {
-                    out.push(b);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(field[i]);
-        i += 1;
-    }
-    out
 }
 
 #[cfg(test)]
@@ -1042,12 +1018,5 @@ mod tests {
         }
         assert!(e.to_string().contains("(kernel: "), "{e}");
         assert!(e.to_string().contains("is not a directory"), "{e}");
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mountinfo(br"/a\040b\011c\134d"), b"/a b\tc\\d");
-        assert_eq!(unescape_mountinfo(br"/x\04"), br"/x\04");
-        assert_eq!(unescape_mountinfo(br"/x\999"), br"/x\999");
     }
 }

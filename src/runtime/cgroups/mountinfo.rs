@@ -142,30 +142,9 @@ fn parse_line(line: &str) -> Option<Entry<'_>> {
     })
 }
 
-/// Undoes the kernel's octal escapes (`\040` for space, `\011` tab, `\012` newline,
-/// `\134` backslash) in mount points.
+/// A mount point with the kernel's escapes undone.
 fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            let digits = &bytes[i + 1..i + 4];
-            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let value = digits
-                    .iter()
-                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-                if let Ok(byte) = u8::try_from(value) {
-                    out.push(byte);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&crate::fsutil::unescape_mountinfo(field.as_bytes())).into_owned()
 }
 
 #[cfg(test)]
