@@ -9,4 +9,5 @@ pub mod error;
 pub mod fsutil;
 pub mod image;
 pub mod network;
+pub mod process;
 pub mod runtime;

@@ -26,7 +26,6 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -260,18 +259,6 @@ fn try_lock(file: &File, path: &Path) -> Result<bool, NetdError> {
     }
 }
 
-/// A duplicate of `fd` numbered 10 or more (close-on-exec), so that placing it at 3 or 4 in
-/// the child cannot clobber the source of the other.
-fn dup_high(fd: impl AsFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC on a valid borrowed fd returns a new descriptor we own (checked).
-    let new = unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
-    if new < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `new` is a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
-
 fn spawn(root: &Path, lock: File, options: &SpawnOptions) -> Result<(), NetdError> {
     let exe = match &options.exe {
         Some(exe) => exe.clone(),
@@ -289,8 +276,8 @@ fn spawn(root: &Path, lock: File, options: &SpawnOptions) -> Result<(), NetdErro
         .map_err(io_err("open", &log_path))?;
     let (ready_r, ready_w): (OwnedFd, OwnedFd) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
-    let lock_src = dup_high(&lock).map_err(spawn_err)?;
-    let ready_src = dup_high(&ready_w).map_err(spawn_err)?;
+    let lock_src = crate::process::dup_high(&lock).map_err(spawn_err)?;
+    let ready_src = crate::process::dup_high(&ready_w).map_err(spawn_err)?;
     drop(ready_w);
     let mut cmd = Command::new(&exe);
     cmd.arg("--root")
@@ -312,33 +299,18 @@ fn spawn(root: &Path, lock: File, options: &SpawnOptions) -> Result<(), NetdErro
     if let Some(idle) = options.idle_exit {
         cmd.env(IDLE_ENV, idle.as_millis().to_string());
     }
-    let (lock_fd, ready_fd) = (lock_src.as_raw_fd(), ready_src.as_raw_fd());
-    // SAFETY: only async-signal-safe calls (setsid, fork, _exit, dup2) run between fork and
-    // exec; both descriptors were opened before the fork and are 10 or more, so neither dup2
-    // overwrites the other's source.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // As for shims: the middle process exits, so netd is nobody's child (no zombie
-            // for a long-lived caller) and not a session leader (no controlling terminal).
-            match libc::fork() {
-                -1 => return Err(io::Error::last_os_error()),
-                0 => {}
-                _ => libc::_exit(0),
-            }
-            if libc::dup2(lock_fd, LOCK_FD) < 0 || libc::dup2(ready_fd, READY_FD) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut middle = cmd.spawn().map_err(spawn_err)?;
+    // As for shims: netd is nobody's child and no session leader (see spawn_detached).
+    crate::process::spawn_detached(
+        &mut cmd,
+        &[
+            (lock_src.as_raw_fd(), LOCK_FD),
+            (ready_src.as_raw_fd(), READY_FD),
+        ],
+    )
+    .map_err(spawn_err)?;
     // netd holds the lock through its own descriptor now; ours must go, and so must our
     // write end of the pipe, or EOF never comes if netd dies.
     drop((lock_src, ready_src, lock));
-    let _ = middle.wait();
     wait_ready(root, ready_r, &log_path)
 }
 

@@ -4,7 +4,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -141,65 +140,23 @@ pub fn spawn(
     if attach {
         cmd.arg("--attach");
     }
-    let status_fd = status_w.as_raw_fd();
-    // SAFETY: only async-signal-safe calls (setsid, fork, _exit, dup2) run between fork and
-    // exec; every descriptor used was opened before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // Fork once more and let the middle process exit: the shim is nobody's child, so
-            // a long-lived launcher (the agent) never collects zombies, and the shim is not a
-            // session leader that could acquire a controlling terminal.
-            match libc::fork() {
-                -1 => return Err(io::Error::last_os_error()),
-                0 => {}
-                _ => libc::_exit(0),
-            }
-            if libc::dup2(status_fd, STATUS_FD) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // Sources numbered 10+ (dup_high): placing one at 3, 4 or 5 never overwrites another.
+    let status_src = crate::process::dup_high(&status_w).map_err(spawn_err)?;
+    let mut place = vec![(status_src.as_raw_fd(), STATUS_FD)];
     // Attached: the shim's own stdout/stderr are /dev/null and its log; the caller's streams
-    // go to descriptors 4 and 5. Kept open here until the spawn has returned.
+    // go to descriptors 4 and 5.
     let attached = if attach {
-        let out = dup_at_least(libc::STDOUT_FILENO).map_err(spawn_err)?;
-        let err = dup_at_least(libc::STDERR_FILENO).map_err(spawn_err)?;
-        let (out_fd, err_fd) = (out.as_raw_fd(), err.as_raw_fd());
-        // SAFETY: dup2 is async-signal-safe; `out` and `err` outlive the spawn.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(out_fd, ATTACH_OUT_FD) < 0 || libc::dup2(err_fd, ATTACH_ERR_FD) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        let out = crate::process::dup_high(std::io::stdout()).map_err(spawn_err)?;
+        let err = crate::process::dup_high(std::io::stderr()).map_err(spawn_err)?;
+        place.push((out.as_raw_fd(), ATTACH_OUT_FD));
+        place.push((err.as_raw_fd(), ATTACH_ERR_FD));
         Some((out, err))
     } else {
         None
     };
-    let mut middle = cmd.spawn().map_err(spawn_err)?;
-    drop(attached);
-    // The middle process exits right after forking the shim.
-    let _ = middle.wait();
+    crate::process::spawn_detached(&mut cmd, &place).map_err(spawn_err)?;
+    drop((status_src, attached));
     finish_spawn(id, paths, status_r, status_w, attach)
-}
-
-/// A duplicate of `fd` numbered 10 or more, so placing it at 4/5 in the child cannot clobber
-/// the status pipe's source descriptor.
-fn dup_at_least(fd: RawFd) -> io::Result<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we own (checked below).
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
-    if new < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `new` is a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 fn finish_spawn(
