@@ -699,12 +699,7 @@ pub fn inspect(root: &Path, args: InspectArgs) -> anyhow::Result<i32> {
 /// Docker's `NetworkSettings`: the container's endpoints while it runs (they are released
 /// when it stops), its published ports, and the mode it asked for.
 fn network_settings(root: &Path, r: &ContainerRecord) -> serde_json::Value {
-    // Opening the store creates its directory: not for roots that never had a network.
-    let store = root
-        .join("networks")
-        .is_dir()
-        .then(|| crate::network::store::NetworkStore::open(root).ok())
-        .flatten();
+    let store = crate::network::store::NetworkStore::open_existing(root);
     let endpoints = store
         .as_ref()
         .and_then(|s| s.endpoints_of(&r.id).ok())

@@ -223,9 +223,12 @@ fn connect_locked(
 }
 
 /// Detaches a container from every network: endpoints released, host rules re-applied,
-/// namespace removed (which destroys its veth pairs). Idempotent.
+/// namespace removed (which destroys its veth pairs). Idempotent; nothing to do (and no
+/// store created) on a root that never had a network.
 pub fn disconnect(root: &Path, container_id: &str) -> Result<Vec<Endpoint>, NetworkError> {
-    let store = NetworkStore::open(root)?;
+    let Some(store) = NetworkStore::open_existing(root) else {
+        return Ok(Vec::new());
+    };
     let guard = store.lock()?;
     let removed = guard.remove_endpoints(container_id)?;
     netns::remove(&netns_path(root, container_id))?;

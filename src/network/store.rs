@@ -335,6 +335,13 @@ impl NetworkStore {
         Ok(NetworkStore { dir })
     }
 
+    /// The store of a root that has one; `None` for a root that never had a network (reads
+    /// and releases then have nothing to do and leave no directory behind).
+    pub fn open_existing(root: &Path) -> Option<NetworkStore> {
+        let dir = root.join("networks");
+        dir.is_dir().then_some(NetworkStore { dir })
+    }
+
     /// `<root>/networks`.
     pub fn dir(&self) -> &Path {
         &self.dir

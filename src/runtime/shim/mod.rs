@@ -156,13 +156,10 @@ pub fn release(id: &str, paths: &ContainerPaths) -> Result<(), ShimError> {
         let _ = cg.remove_within(Duration::from_secs(2));
     }
     let unmounted = rootfs::unmount(&paths.rootfs());
-    // Endpoints, addresses and published ports go with the container's process; a root
-    // without networks has nothing to release (and no store to create).
+    // Endpoints, addresses and published ports go with the container's process.
     if let Some(root) = paths.dir.parent().and_then(Path::parent) {
-        if root.join("networks").is_dir() {
-            if let Err(e) = crate::network::sandbox::teardown(root, id) {
-                eprintln!("shim {id}: release the container's networks: {e}");
-            }
+        if let Err(e) = crate::network::sandbox::teardown(root, id) {
+            eprintln!("shim {id}: release the container's networks: {e}");
         }
     }
     engine?;
