@@ -8,7 +8,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::containers::{Host, BUSYBOX};
@@ -49,7 +49,7 @@ impl NetHost {
         ip(&["netns", "add", &ns]);
         ip(&["netns", "add", &outside]);
         let me = NetHost {
-            host: Host::new(),
+            host: Host::in_netns(&ns),
             ns,
             outside,
         };
@@ -83,55 +83,9 @@ impl NetHost {
         me
     }
 
-    /// `dockmaster ARGS` inside the host namespace (without the runtime tests' default of
-    /// `--network none`: here the default bridge network is what is tested).
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut inner = self.host.root.dockmaster();
-        inner.args(args);
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}", self.ns))
-            .arg(inner.get_program())
-            .args(inner.get_args());
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
-        c.stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run dockmaster")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "dockmaster {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn detached(&self, flags: &[&str], command: &[&str]) -> String {
-        let mut args = vec!["run", "-d"];
-        args.extend_from_slice(flags);
-        args.push(BUSYBOX);
-        args.extend_from_slice(command);
-        self.ok(&args).trim().to_string()
-    }
-
     /// A foreground `run --rm` of a shell script; returns (exit code, stdout + stderr).
     fn sh(&self, flags: &[&str], script: &str) -> (i32, String) {
-        let mut args = vec!["run", "--rm"];
-        args.extend_from_slice(flags);
-        args.extend_from_slice(&[BUSYBOX, "sh", "-c", script]);
-        let out = self.run(&args);
+        let out = self.host.sh(flags, script);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -189,12 +143,17 @@ impl NetHost {
     }
 }
 
+impl std::ops::Deref for NetHost {
+    type Target = Host;
+    fn deref(&self) -> &Host {
+        &self.host
+    }
+}
+
 impl Drop for NetHost {
     fn drop(&mut self) {
-        let ids = self.run(&["ps", "-a", "-q", "--no-trunc"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.run(&["rm", "-f", id]);
-        }
+        // Before the namespaces go: the containers' release runs in the host namespace.
+        self.host.remove_all_containers();
         if let Some(pid) = self.netd_pid() {
             // SAFETY: signals the netd this test's root started (pid from its own pid file).
             unsafe { libc::kill(pid, libc::SIGKILL) };

@@ -102,7 +102,8 @@ fn flag_bits(profile: &LinuxSeccomp) -> u32 {
 
 /// The cached program for `profile`, compiled and stored on first use.
 pub fn cached(dir: &Path, profile: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
-    let path = dir.join(format!("{}.bpf", profile_hash(profile)));
+    let hash = profile_hash(profile);
+    let path = dir.join(format!("{hash}.bpf"));
     let flags = flag_bits(profile);
     match std::fs::read(&path) {
         Ok(program) => {
@@ -120,7 +121,7 @@ pub fn cached(dir: &Path, profile: &LinuxSeccomp) -> Result<CompiledFilter, Secc
     };
     std::fs::create_dir_all(dir).map_err(cache_err)?;
     // A lost cache file is recompiled, so no fsync; the rename keeps readers from torn files.
-    let tmp = dir.join(format!(".{}.{}", std::process::id(), profile_hash(profile)));
+    let tmp = dir.join(format!(".{}.{hash}", std::process::id()));
     std::fs::write(&tmp, &program).map_err(cache_err)?;
     std::fs::rename(&tmp, &path).map_err(cache_err)?;
     Ok(CompiledFilter { program, flags })

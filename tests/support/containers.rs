@@ -16,16 +16,30 @@ pub const BUSYBOX: &str = "localhost/busybox:test";
 
 pub struct Host {
     pub root: TempRoot,
+    /// Network namespace (under /run/netns) dockmaster runs in; None: the caller's.
+    netns: Option<String>,
 }
 
 impl Host {
     /// A fresh root with [`BUSYBOX`] imported.
     pub fn new() -> Host {
+        Host::with_netns(None)
+    }
+
+    /// Like [`Host::new`], with every dockmaster command run inside network namespace
+    /// `/run/netns/NAME` through `nsenter --net` (not `ip netns exec`: the mount namespace
+    /// must stay shared so the netns bind mounts stay visible), and `run` keeping its own
+    /// default network.
+    pub fn in_netns(name: &str) -> Host {
+        Host::with_netns(Some(name.to_string()))
+    }
+
+    fn with_netns(netns: Option<String>) -> Host {
         let root = TempRoot::new();
         let layout = root.path().join("busybox-layout");
         let image = busybox();
         write_oci_layout(&layout, &[(BUSYBOX, &image)]);
-        let host = Host { root };
+        let host = Host { root, netns };
         host.ok(&[
             "image",
             "import",
@@ -36,20 +50,35 @@ impl Host {
         host
     }
 
-    /// `run` without `--network` gets `--network none`: these tests run in the machine's own
-    /// network namespace, where the default bridge network must never be created (network
-    /// tests run dockmaster inside namespaces of their own).
+    /// `run` without `--network` gets `--network none` in the caller's namespace: these tests
+    /// run in the machine's own network namespace, where the default bridge network must
+    /// never be created (network tests use [`Host::in_netns`]).
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = self.root.dockmaster();
-        let has_network = args
-            .iter()
-            .any(|a| *a == "--network" || a.starts_with("--network="));
-        if args.first() == Some(&"run") && !has_network {
-            c.arg("run").args(["--network", "none"]).args(&args[1..]);
-        } else {
-            c.args(args);
+        let Some(ns) = &self.netns else {
+            let has_network = args
+                .iter()
+                .any(|a| *a == "--network" || a.starts_with("--network="));
+            if args.first() == Some(&"run") && !has_network {
+                c.arg("run").args(["--network", "none"]).args(&args[1..]);
+            } else {
+                c.args(args);
+            }
+            return c;
+        };
+        let mut wrapped = Command::new("nsenter");
+        wrapped
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg(c.get_program())
+            .args(c.get_args())
+            .args(args);
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => wrapped.env(k, v),
+                None => wrapped.env_remove(k),
+            };
         }
-        c
+        wrapped
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -143,18 +172,24 @@ impl Host {
     }
 }
 
-impl Drop for Host {
-    fn drop(&mut self) {
+impl Host {
+    /// Force-removes every container of this root (which kills them and releases their
+    /// mounts, cgroups and networks), in the namespace they were started in.
+    pub fn remove_all_containers(&self) {
         let ids = self
-            .root
-            .dockmaster()
-            .args(["ps", "-a", "-q", "--no-trunc"])
+            .cmd(&["ps", "-a", "-q", "--no-trunc"])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
         for id in ids.lines() {
-            let _ = self.root.dockmaster().args(["rm", "-f", id]).output();
+            let _ = self.cmd(&["rm", "-f", id]).output();
         }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.remove_all_containers();
     }
 }
 
