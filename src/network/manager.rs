@@ -130,11 +130,9 @@ pub fn connect(root: &Path, req: &ConnectRequest) -> Result<Connected, NetworkEr
     match connect_locked(&guard, req, &path) {
         Ok(connected) => Ok(connected),
         Err(e) => {
-            // Undo in reverse; the first error is the one worth reporting.
-            let _ = guard.remove_endpoints(&req.container_id);
-            let _ = netns::remove(&path);
-            if let Err(undo) = apply_host_state(&guard) {
-                tracing::warn!("restore host network rules after a failed connect: {undo}");
+            // The first error is the one worth reporting.
+            if let Err(undo) = disconnect_locked(&guard, root, &req.container_id) {
+                tracing::warn!("undo a failed connect of {}: {undo}", req.container_name);
             }
             Err(e)
         }
@@ -229,7 +227,15 @@ pub fn disconnect(root: &Path, container_id: &str) -> Result<Vec<Endpoint>, Netw
     let Some(store) = NetworkStore::open_existing(root) else {
         return Ok(Vec::new());
     };
-    let guard = store.lock()?;
+    disconnect_locked(&store.lock()?, root, container_id)
+}
+
+/// [`disconnect`] under a held lock (also the undo of a failed [`connect`]).
+fn disconnect_locked(
+    guard: &StoreGuard,
+    root: &Path,
+    container_id: &str,
+) -> Result<Vec<Endpoint>, NetworkError> {
     let removed = guard.remove_endpoints(container_id)?;
     netns::remove(&netns_path(root, container_id))?;
     for endpoint in &removed {
@@ -237,7 +243,7 @@ pub fn disconnect(root: &Path, container_id: &str) -> Result<Vec<Endpoint>, Netw
         let _ = link::delete_link(&endpoint.host_veth);
     }
     if !removed.is_empty() {
-        apply_host_state(&guard)?;
+        apply_host_state(guard)?;
     }
     Ok(removed)
 }
