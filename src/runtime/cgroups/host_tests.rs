@@ -242,7 +242,10 @@ fn memory_limit_stats_and_oom_kill() {
     );
     assert!(stats.cpu_usage_ns.unwrap_or(0) > 0, "{stats:?}");
 
-    // A busy cgroup is not removed, and the error says which directory.
+    // A busy cgroup is not removed, and the error says which directory. A fresh process
+    // makes it busy: under load the OOM killer may take the sleeper as a second victim.
+    let busy = guard.spawn("/bin/sh", &["-c", "exec sleep 30"]);
+    cgroup.add_pid(busy as i32).unwrap();
     let err = cgroup
         .remove_within(Duration::from_millis(100))
         .unwrap_err();
@@ -253,6 +256,7 @@ fn memory_limit_stats_and_oom_kill() {
         "{err}"
     );
 
+    guard.kill(busy);
     guard.kill(sleeper);
     cgroup.remove().unwrap();
     for dir in guard.leaf_dirs() {
