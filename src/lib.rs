@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod image;
+pub mod manifest;
 pub mod network;
 pub mod process;
 pub mod runtime;
