@@ -1,3 +1,11 @@
 //! Compose manifests: parse (YAML), interpolate (`${VAR…}`, `.env`), merge, normalize and
 //! validate a project into the typed model the planner works from. Pure: no I/O beyond reading
 //! the project's own files through a seam, no tokio, no unsafe.
+
+pub mod error;
+pub mod files;
+pub mod model;
+
+pub use error::{LoadError, LoadErrors, Location, Subject};
+pub use files::{MemFiles, OsFiles, ProjectFiles};
+pub use model::*;
