@@ -2,8 +2,10 @@
 //! validate a project into the typed model the planner works from. Pure: no I/O beyond reading
 //! the project's own files through a seam, no tokio, no unsafe.
 
+pub mod dotenv;
 pub mod error;
 pub mod files;
+pub mod interpolate;
 pub mod model;
 
 pub use error::{LoadError, LoadErrors, Location, Subject};
