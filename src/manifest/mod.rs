@@ -7,6 +7,7 @@ pub mod error;
 pub mod files;
 pub mod interpolate;
 pub mod model;
+pub mod yaml;
 
 pub use error::{LoadError, LoadErrors, Location, Subject};
 pub use files::{MemFiles, OsFiles, ProjectFiles};
