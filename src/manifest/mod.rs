@@ -8,6 +8,7 @@ pub mod files;
 pub mod interpolate;
 pub mod merge;
 pub mod model;
+pub mod syntax;
 pub mod yaml;
 
 pub use error::{LoadError, LoadErrors, Location, Subject};
