@@ -561,7 +561,7 @@ mod tests {
         assert!(win.is_bind);
         assert_eq!(win.source, "C:\\data");
         assert!(parse_volume_spec("ab:cd:ef:gh").is_err());
-        assert!(parse_volume_spec("a::b").is_err());
+        assert!(parse_volume_spec("ab::cd").is_err());
     }
 
     #[test]
