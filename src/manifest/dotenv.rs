@@ -371,3 +371,191 @@ fn expand_escapes(s: &str) -> String {
     out.push_str(&s[last..]);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_with(content: &str, env: &[(&str, &str)]) -> Result<Vec<(String, String)>, String> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(content, &|k: &str| env.get(k).cloned()).map_err(|e| e.to_string())
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// (content, lookup, expected pairs)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [(&'a str, &'a str)]);
+
+    #[test]
+    fn parsing_edge_cases() {
+        let cases: &[Case] = &[
+            // compose-go's TestParseBytes: brackets, dots, non-ASCII letters in keys.
+            (
+                "\na=b\na[1]=c\na.propertyKey=d\nárvíztűrő-TÜKÖRFÚRÓGÉP=ÁRVÍZTŰRŐ-tükörfúrógép\n",
+                &[],
+                &[
+                    ("a", "b"),
+                    ("a[1]", "c"),
+                    ("a.propertyKey", "d"),
+                    ("árvíztűrő-TÜKÖRFÚRÓGÉP", "ÁRVÍZTŰRŐ-tükörfúrógép"),
+                ],
+            ),
+            // A duplicate keeps its first position and takes the last value.
+            ("A=1\nB=2\nA=3\n", &[], &[("A", "3"), ("B", "2")]),
+            // A bare key not in lookup leaves an earlier value alone.
+            ("A=1\nA\n", &[], &[("A", "1")]),
+            ("A=1\nA\n", &[("A", "env")], &[("A", "env")]),
+            // Interpolation looks at lookup first, then earlier keys.
+            ("A=1\nB=$A\n", &[("A", "5")], &[("A", "1"), ("B", "5")]),
+            ("A=1\nB=${A}${C:-c}\n", &[], &[("A", "1"), ("B", "1c")]),
+            // Double quotes: escapes, then interpolation; `\$` stays literal.
+            (
+                "FOO=test\nBAR=\"foo\\${FOO} ${FOO} \\$FOO\"",
+                &[],
+                &[("FOO", "test"), ("BAR", "foo${FOO} test $FOO")],
+            ),
+            (
+                "A='quote $FOO \\n \\' x'",
+                &[("FOO", "f")],
+                &[("A", "quote $FOO \\n ' x")],
+            ),
+            (
+                "A=un\\tquoted $FOO",
+                &[("FOO", "f")],
+                &[("A", "un\\tquoted f")],
+            ),
+            // Octal: exactly three octal digits up to 0377; otherwise the `0` is dropped.
+            (
+                "A=\"\\0101|\\0400|\\08|\\0|\\01234|\\c|\\x41\"",
+                &[],
+                &[("A", "A|\\400|\\8|\\|S4|\\c|\\x41")],
+            ),
+            ("A=\"\\0377\"", &[], &[("A", "\u{ff}")]),
+            // Multi-line double-quoted value (compose-go's TestVariableStringValueSeparator).
+            (
+                "TEST_URLS=\"stratum+tcp://a:3333\nstratum+tcp://b:443\"",
+                &[],
+                &[("TEST_URLS", "stratum+tcp://a:3333\nstratum+tcp://b:443")],
+            ),
+            // CRLF line ends.
+            (
+                "A=1\r\nB=\"x\"\r\nC\r\n",
+                &[("C", "c")],
+                &[("A", "1"), ("B", "x"), ("C", "c")],
+            ),
+            // Text after a closing quote starts the next statement.
+            ("A=\"x\"B=2\n", &[], &[("A", "x"), ("B", "2")]),
+            ("A=\"x\" y\n", &[("y", "why")], &[("A", "x"), ("y", "why")]),
+            // Only ` #` starts an inline comment; a value may begin with `#`.
+            (
+                "A=x\t# c\nB= #b\nC=x #c",
+                &[],
+                &[("A", "x\t# c"), ("B", "#b"), ("C", "x")],
+            ),
+            // `export` with nothing after it is an empty bare key.
+            ("export\nA=1", &[], &[("A", "1")]),
+            ("export=1", &[], &[("export", "1")]),
+            // compose-go reads a last line without separator nor newline as the value of
+            // an empty key.
+            ("A=1\nFOO", &[("FOO", "env")], &[("A", "1"), ("", "FOO")]),
+            // A leading BOM is skipped; spaces of other kinds around keys are dropped.
+            ("\u{feff}A\u{a0}=\u{a0}1", &[], &[("A", "1")]),
+            ("", &[], &[]),
+            ("# only a comment", &[], &[]),
+        ];
+        for (content, env, want) in cases {
+            assert_eq!(
+                parse_with(content, env),
+                Ok(pairs(want)),
+                "content {content:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_their_line() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "%!(EXTRA string)=foo",
+                "line 1: unexpected character \"%\" in variable name \"%!(EXTRA string)=foo\"",
+            ),
+            (
+                "A=1\nlol$wut\n",
+                "line 2: unexpected character \"$\" in variable name \"lol$wut\"",
+            ),
+            ("A\nB C=1", "line 2: key cannot contain a space"),
+            // compose-go does not count a bare key's line when the raw key has a space.
+            ("A \nB C=1", "line 1: key cannot contain a space"),
+            (
+                "A=1\nB=${X:?need X}\n",
+                "line 2: required variable X is missing a value: need X",
+            ),
+            ("A=\"${\"\n", "line 1: invalid template: \"${\""),
+            ("A=1\nB=\"abc", "line 2: unterminated quoted value \"abc"),
+            (
+                "A=1\nB='abc\ndef\n",
+                "line 4: unterminated quoted value 'abc (the quote opens on line 2)",
+            ),
+            ("export  ", "line 1: zero length string"),
+        ];
+        for (content, want) in cases {
+            assert_eq!(
+                parse_with(content, &[]),
+                Err(want.to_string()),
+                "content {content:?}"
+            );
+        }
+        let err = parse("A\nB C=1", &|_: &str| None).unwrap_err();
+        assert_eq!(err.line(), 2);
+        assert_eq!(err.category(), Category::Invalid);
+    }
+
+    #[test]
+    fn growth_through_references_is_bounded() {
+        let mut content = format!("A={}\n", "x".repeat(1000));
+        for (key, prev) in [("B", "A"), ("C", "B"), ("D", "C")] {
+            content.push_str(&format!("{key}={}\n", format!("${prev}").repeat(100)));
+        }
+        let err = parse(&content, &|_: &str| None).unwrap_err();
+        assert!(matches!(err, DotenvError::TooLarge { line: 4 }), "{err}");
+    }
+
+    #[test]
+    fn many_keys() {
+        let content: Vec<String> = (0..1000).map(|i| format!("KEY{i}=VALUE{i}")).collect();
+        let out = parse(&content.join("\n"), &|_: &str| None).unwrap();
+        assert_eq!(out.len(), 1000);
+        assert_eq!(out[999], ("KEY999".to_string(), "VALUE999".to_string()));
+    }
+
+    #[test]
+    fn arbitrary_content_never_panics() {
+        let alphabet: Vec<char> = "A=:\"'\\#${}\n\r\t -_.[]é\u{85}\u{feff}0x"
+            .chars()
+            .collect();
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in 0..30_000 {
+            let len = (next() % 60) as usize;
+            let mut s: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            if i % 3 == 0 {
+                s.insert_str(0, "export ");
+            }
+            let _ = parse(&s, &|k: &str| (k == "A").then(|| "a".to_string()));
+        }
+    }
+}

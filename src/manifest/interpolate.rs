@@ -491,3 +491,204 @@ fn go_printable(c: char) -> bool {
         || u >= 0xF0000
         || (u & 0xFFFE) == 0xFFFE)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn sub(template: &str, pairs: &[(&str, &str)]) -> Result<String, String> {
+        let env = env(pairs);
+        substitute(template, &|k: &str| env.get(k).cloned()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn substitution_edge_cases() {
+        let set = [("A", "a"), ("E", ""), ("FOObar", "long")];
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("$$", Ok("$")),
+            ("$$$A", Ok("$a")),
+            ("$$$$", Ok("$$")),
+            ("cost: $5 $-x $ $", Ok("cost: $5 $-x $ $")),
+            ("$FOObar", Ok("long")),
+            ("${A}bar $A-b $Ab", Ok("abar a-b ")),
+            ("${A-x} ${E-x} ${U-x}", Ok("a  x")),
+            ("${A:-x} ${E:-x} ${U:-x}", Ok("a x x")),
+            ("${A+x} ${E+x} ${U+x}", Ok("x x ")),
+            ("${A:+x} ${E:+x} ${U:+x}", Ok("x  ")),
+            ("${U-}${U:-}${A:+}", Ok("")),
+            ("${E?}", Ok("")),
+            ("${E:?}", Err("required variable E is missing a value")),
+            (
+                "${U?why: ${A}}",
+                Err("required variable U is missing a value: why: a"),
+            ),
+            // The reason ends at the `}` balancing the expression; the rest is literal.
+            (
+                "${U:?x}y}",
+                Err("required variable U is missing a value: x"),
+            ),
+            ("${A:?x}y}", Ok("ay}")),
+            // Arguments are interpolated only when used: a required error inside an unused
+            // default never fires.
+            ("${A:-${U:?boom}}", Ok("a")),
+            (
+                "${U:-${U2:?boom}}",
+                Err("required variable U2 is missing a value: boom"),
+            ),
+            ("${E:+${U:?boom}}", Ok("")),
+            // `$$` inside an argument.
+            ("${U:-$$A}", Ok("$A")),
+            // Invalid templates name the (sub)template compose-go was interpolating.
+            ("${A} ${}", Err("invalid template: \"${A} ${}\"")),
+            ("${A:-x} ${}", Err("invalid template: \" ${}\"")),
+            ("${U:-${}}", Err("invalid template: \"${}\"")),
+            ("${A:-x", Err("invalid template: \"${A:-x\"")),
+            ("${A:x}", Err("invalid template: \"${A:x}\"")),
+            ("${1A}", Err("invalid template: \"${1A}\"")),
+            ("${A\n}", Err("invalid template: \"${A\\n}\"")),
+            // `.` does not match a newline: the greedy argument stops at the line's end.
+            ("${U:-x\ny}", Err("invalid template: \"${U:-x\\ny}\"")),
+            ("${U:-x}\n${U:-y}", Ok("x\ny")),
+            // compose-go counts every `{` and skips the character after one, so `{}` inside
+            // an argument hides its `}`.
+            ("${U:-{}x}y}", Ok("{}x}y")),
+            ("${U:-{\"a\":1}}", Ok("{\"a\":1}")),
+            // Go's case-insensitive `[a-z]` also matches the Kelvin sign and the long s.
+            ("$\u{212A}x", Ok("")),
+            ("é$é", Ok("é$é")),
+        ];
+        for (template, want) in cases {
+            let got = sub(template, &set);
+            let want = want.map(str::to_string).map_err(str::to_string);
+            assert_eq!(got, want, "template {template:?}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let nest = |n: usize| format!("{}x{}", "${a:-".repeat(n), "}".repeat(n));
+        assert_eq!(sub(&nest(MAX_NESTING), &[]), Ok("x".to_string()));
+        let deep = nest(100_000);
+        let err = substitute(&deep, &|_: &str| None).unwrap_err();
+        assert_eq!(err, InterpolationError::TooDeep);
+        assert!(err.to_string().contains("nested more than 32 levels"));
+        assert_eq!(variables(&deep), Err(InterpolationError::TooDeep));
+        assert_eq!(err.category(), Category::Invalid);
+    }
+
+    #[test]
+    fn long_lines_of_expressions_are_linear_and_iterative() {
+        // Each expression's remainder is the rest of the line: compose-go recurses once per
+        // expression, we loop. 200k expressions must neither overflow nor crawl.
+        let n = 200_000;
+        let line = "${A:-x}".repeat(n);
+        let started = std::time::Instant::now();
+        let out = sub(&line, &[]).unwrap();
+        assert_eq!(out, "x".repeat(n));
+        let vars = variables(&line).unwrap();
+        assert_eq!(vars.len(), 1);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn output_is_bounded() {
+        let big = "y".repeat(1000);
+        let env = env(&[("B", &big)]);
+        let lookup = |k: &str| env.get(k).cloned();
+        let template = "$B".repeat(100);
+        assert_eq!(substitute(&template, &lookup).unwrap().len(), 100_000);
+        let err = substitute_limited(&template, &lookup, 50_000).unwrap_err();
+        assert_eq!(err, InterpolationError::TooLarge { limit: 50_000 });
+        assert_eq!(
+            err.to_string(),
+            "interpolated value larger than 50000 bytes"
+        );
+    }
+
+    fn var(name: &str, default: &str, presence: &str, required: bool) -> Variable {
+        Variable {
+            name: name.into(),
+            default_value: default.into(),
+            presence_value: presence.into(),
+            required,
+        }
+    }
+
+    #[test]
+    fn variables_edge_cases() {
+        let cases: Vec<(&str, Vec<Variable>)> = vec![
+            ("no vars $$A $1 $", vec![]),
+            (
+                "$A ${B}",
+                vec![var("A", "", "", false), var("B", "", "", false)],
+            ),
+            (
+                "${A:-$B}",
+                vec![var("A", "$B", "", false), var("B", "", "", false)],
+            ),
+            // `?` messages are not searched.
+            ("${A:?${B}}", vec![var("A", "", "", true)]),
+            (
+                "${A+${B:-b}}",
+                vec![var("A", "", "${B:-b}", false), var("B", "b", "", false)],
+            ),
+            // One entry per name; the remainder's variables come first, so the earlier text
+            // wins here, and a later plain reference wins over an earlier default.
+            ("${A:-x} ${A:-y}", vec![var("A", "x", "", false)]),
+            ("${A:-x} $A", vec![var("A", "", "", false)]),
+            ("${ ", vec![var("", "", "", false)]),
+        ];
+        for (template, want) in cases {
+            assert_eq!(variables(template).unwrap(), want, "template {template:?}");
+        }
+    }
+
+    #[test]
+    fn go_quote_matches_strconv_quote() {
+        assert_eq!(go_quote("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(go_quote("\n\t\r\u{7}\u{0}\u{7f}"), r#""\n\t\r\a\x00\x7f""#);
+        assert_eq!(go_quote("é ü"), "\"é ü\"");
+        assert_eq!(
+            go_quote("\u{a0}\u{feff}\u{10ffff}"),
+            r#""\u00a0\ufeff\U0010ffff""#
+        );
+    }
+
+    /// A small deterministic generator: no extra dependency, same cases on every run.
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn arbitrary_templates_never_panic() {
+        let alphabet: Vec<char> = "${}:-+?aZ_1 \n\\\"'é\u{212A}".chars().collect();
+        let env = env(&[("a", "v"), ("Z", "")]);
+        let lookup = |k: &str| env.get(k).cloned();
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..30_000 {
+            let len = (rng.next() % 40) as usize;
+            let t: String = (0..len)
+                .map(|_| alphabet[(rng.next() % alphabet.len() as u64) as usize])
+                .collect();
+            let result = substitute(&t, &lookup);
+            let _ = variables(&t);
+            if !t.contains('$') {
+                assert_eq!(result, Ok(t.clone()), "{t:?}");
+            }
+        }
+    }
+}
