@@ -5,6 +5,7 @@ pub mod debug;
 pub mod image;
 pub mod network;
 pub mod oci;
+pub mod project;
 
 use std::path::PathBuf;
 
@@ -72,6 +73,10 @@ pub enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Print the normalized Compose project (like `docker compose config`).
+    Config(project::ConfigArgs),
+    /// Check a Compose project; prints every problem.
+    Validate(project::ValidateArgs),
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -94,6 +99,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Exec(a) => container::exec(&cli.root, a),
         Command::Inspect(a) => container::inspect(&cli.root, a),
         Command::Shim(a) => Ok(container::shim(&cli.root, a)),
+        Command::Config(a) => project::config(a),
+        Command::Validate(a) => project::validate(a),
         Command::Netd => crate::network::netd::run(&cli.root)
             .map(|()| 0)
             .map_err(Into::into),
