@@ -28,7 +28,7 @@ pub fn dup_high(fd: impl AsFd) -> io::Result<OwnedFd> {
 /// returns. Returns once the middle process has exited.
 pub fn spawn_detached(cmd: &mut Command, place: &[(RawFd, RawFd)]) -> io::Result<()> {
     let place = place.to_vec();
-    // SAFETY: only async-signal-safe calls (setsid, fork, _exit, dup2) run between fork and
+    // SAFETY: only async-signal-safe calls (setsid, fork, _exit, close_range, dup2) run between fork and
     // exec; `place` was allocated before the fork and is only read.
     unsafe {
         cmd.pre_exec(move || {
@@ -40,6 +40,15 @@ pub fn spawn_detached(cmd: &mut Command, place: &[(RawFd, RawFd)]) -> io::Result
                 0 => {}
                 _ => libc::_exit(0),
             }
+            // Nothing of the caller's leaks into a helper that lives for days (a foreground
+            // CLI's output pipe held open by netd would never reach EOF). Best effort: the
+            // flag needs Linux 5.11.
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+            );
             for &(source, target) in &place {
                 if libc::dup2(source, target) < 0 {
                     return Err(io::Error::last_os_error());
@@ -51,4 +60,47 @@ pub fn spawn_detached(cmd: &mut Command, place: &[(RawFd, RawFd)]) -> io::Result
     let mut middle = cmd.spawn()?;
     let _ = middle.wait();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::IntoRawFd;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn a_detached_helper_inherits_only_the_descriptors_placed_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // A descriptor without close-on-exec, as a caller may hold (an inherited pipe).
+        let (leak_r, leak_w) = nix::unistd::pipe().unwrap();
+        let leaked = leak_w.into_raw_fd();
+        let placed = dup_high(&leak_r).unwrap();
+        let out_path = dir.path().join("fds");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "ls /proc/self/fd > {}.tmp && mv {0}.tmp {0}",
+                out_path.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        spawn_detached(&mut cmd, &[(placed.as_raw_fd(), 7)]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !out_path.exists() {
+            assert!(Instant::now() < deadline, "the helper did not run");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let fds: Vec<RawFd> = std::fs::read_to_string(&out_path)
+            .unwrap()
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        assert!(fds.contains(&7), "{fds:?}");
+        assert!(!fds.contains(&leaked), "fd {leaked} leaked: {fds:?}");
+        // SAFETY: closes the descriptor this test took out of its OwnedFd above.
+        unsafe { libc::close(leaked) };
+    }
 }

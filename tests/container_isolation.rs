@@ -183,7 +183,12 @@ fn network_none_has_only_loopback() {
 fn network_host_sees_the_hosts_interfaces() {
     let host = Host::new();
     let before = interfaces(&std::fs::read_to_string("/proc/net/dev").unwrap());
-    let inside = interfaces(&host.sh_ok(&["--network", "host"], "cat /proc/net/dev"));
+    let out = host.sh_ok(&["--network", "host"], "hostname; cat /proc/net/dev");
+    let (name, dev) = out.split_once('\n').unwrap();
+    // Like Docker: the host's name, not the container id.
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(name, host_name.trim());
+    let inside = interfaces(dev);
     let after = interfaces(&std::fs::read_to_string("/proc/net/dev").unwrap());
     // Other tests may add or remove links meanwhile: compare with what was stable.
     let stable: BTreeSet<_> = before.intersection(&after).cloned().collect();

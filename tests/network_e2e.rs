@@ -7,7 +7,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -352,4 +352,122 @@ fn containers_reach_each_other_by_name_and_other_networks_are_isolated() {
     );
     assert_ne!(code, 0, "{out}");
     assert!(!out.contains("hello-from-"), "{out}");
+}
+
+#[test]
+fn egress_reaches_the_outside_with_the_hosts_address_as_source() {
+    let h = NetHost::new();
+    let listener = h.in_ns(&h.outside, || {
+        TcpListener::bind(format!("{OUTSIDE_ADDR}:9000")).expect("listen in the outside host")
+    });
+    listener.set_nonblocking(true).unwrap();
+    // Non-blocking accept with a deadline: a test whose packets never arrive fails instead
+    // of hanging.
+    let server = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    stream.set_nonblocking(false).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(5)))
+                        .unwrap();
+                    let mut text = String::new();
+                    let _ = stream.read_to_string(&mut text);
+                    return Some((peer, text));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    });
+    let (code, out) = h.sh(
+        &[],
+        &format!("echo egress-ok | nc -w 2 {OUTSIDE_ADDR} 9000"),
+    );
+    assert_eq!(code, 0, "{out}");
+    let (peer, text) = server
+        .join()
+        .unwrap()
+        .expect("the container's connection reaches the outside host");
+    assert_eq!(text.trim(), "egress-ok");
+    // Masqueraded: the outside host sees the host's address, not the container's.
+    assert_eq!(peer.ip(), HOST_ADDR.parse::<Ipv4Addr>().unwrap());
+}
+
+#[test]
+fn a_killed_netd_is_restarted_and_repairs_what_was_left_behind() {
+    let h = NetHost::new();
+    h.detached(&["--name", "web", "-p", "8080:80"], &["sh", "-c", WEB]);
+    let outside: SocketAddr = format!("{HOST_ADDR}:8080").parse().unwrap();
+    eventually("web answers from the outside host", || {
+        h.in_ns(&h.outside, || http_get(outside).ok())
+    });
+    let old = h.netd_pid().expect("a netd serves the root");
+
+    // What a crash can leave: a link and a namespace nobody claims, and a lost table.
+    let stray_link = "dmv0123456789ab";
+    ip(&[
+        "-n",
+        &h.ns,
+        "link",
+        "add",
+        stray_link,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "dmv0123456789ac",
+    ]);
+    let stray_ns = h
+        .host
+        .root
+        .root()
+        .join("netns")
+        .join(format!("{:0>64}", "dead"));
+    h.in_ns(&h.ns, || dockmaster::network::netns::create(&stray_ns))
+        .expect("create a stray namespace");
+    let out = Command::new("nsenter")
+        .args([
+            &format!("--net=/run/netns/{}", h.ns),
+            "nft",
+            "delete",
+            "table",
+            "ip",
+            "dockmaster",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(h.in_ns(&h.outside, || http_get(outside)).is_err());
+
+    // SAFETY: signals the netd this test's root started (pid from its own pid file).
+    assert_eq!(unsafe { libc::kill(old, libc::SIGKILL) }, 0);
+    // The container's shim notices and starts a new netd, whose start-up repairs the rest.
+    eventually("a new netd runs", || h.netd_pid().filter(|p| *p != old));
+    eventually("the stray link is deleted", || {
+        (!h.links().iter().any(|l| l == stray_link)).then_some(())
+    });
+    assert!(!stray_ns.exists(), "{} is left", stray_ns.display());
+    assert!(h.nft_table().contains("dport 8080"), "{}", h.nft_table());
+    let body = eventually("web answers again", || {
+        h.in_ns(&h.outside, || http_get(outside).ok())
+    });
+    assert!(body.contains("hello-from-"), "{body}");
+    // DNS is served again by the new netd.
+    let (code, out) = h.sh(
+        &[],
+        &format!("{RESOLVE}{GET}ip=$(resolve web) && get $ip 80"),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("hello-from-"), "{out}");
 }

@@ -238,6 +238,70 @@ pub fn ensure_running_with(root: &Path, options: &SpawnOptions) -> Result<(), Ne
     spawn(&root, lock, options)
 }
 
+/// How long a watcher waits before trying again when netd could not be (re)started or its
+/// pid file is not written yet.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
+
+/// Keeps a netd running for as long as a container on a network lives: the container's shim
+/// holds a pidfd of the netd serving its root and polls it with its other descriptors (no
+/// timer, no wakeups while netd runs). When netd dies, [`NetdWatch::wake`] starts a new one,
+/// whose start-up [`repair`] rebuilds links, namespaces and the nftables table from the
+/// store. Many shims wake at once; the netd lock lets exactly one of them start it.
+#[derive(Debug)]
+pub struct NetdWatch {
+    root: PathBuf,
+    pidfd: Option<OwnedFd>,
+    retry_at: Option<Instant>,
+}
+
+impl NetdWatch {
+    /// Watches the netd of `root` (started by the caller, e.g. through [`ensure_running`]).
+    pub fn new(root: &Path) -> NetdWatch {
+        let mut watch = NetdWatch {
+            root: root.to_path_buf(),
+            pidfd: None,
+            retry_at: None,
+        };
+        watch.arm();
+        watch
+    }
+
+    /// The descriptor to poll for readability (netd exited), or -1 while none is held.
+    pub fn fd(&self) -> RawFd {
+        self.pidfd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+
+    /// When [`NetdWatch::wake`] should run even though the descriptor did not fire.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    /// Call when the descriptor is readable or the deadline passed: restarts netd if it is
+    /// gone and watches the one that runs.
+    pub fn wake(&mut self) {
+        self.pidfd = None;
+        self.retry_at = None;
+        if let Err(e) = ensure_running(&self.root) {
+            tracing::warn!(
+                "restart the network daemon for {}: {e}",
+                self.root.display()
+            );
+        }
+        self.arm();
+    }
+
+    fn arm(&mut self) {
+        self.pidfd = running_pid(&self.root)
+            .and_then(rustix::process::Pid::from_raw)
+            .and_then(|pid| {
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+            });
+        if self.pidfd.is_none() {
+            self.retry_at = Some(Instant::now() + WATCH_RETRY);
+        }
+    }
+}
+
 fn open_lock(path: &Path) -> Result<File, NetdError> {
     OpenOptions::new()
         .create(true)

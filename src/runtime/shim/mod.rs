@@ -377,6 +377,8 @@ struct Shim {
     /// Exec'd processes still running: pid -> client waiting for the exit.
     execs: BTreeMap<i32, u64>,
     exec_counter: u32,
+    /// The netd serving this container's networks, restarted when it dies (DNS, repair).
+    netd: Option<crate::network::netd::NetdWatch>,
 }
 
 impl Shim {
@@ -389,6 +391,12 @@ impl Shim {
         let record = store
             .load(&id)
             .map_err(|e| ShimError::Container(e, id.clone()))?;
+        // First: close-on-exec before anything (netd, the engine) is started from here.
+        let (attach_out, attach_err) = if opts.attach {
+            (take_fd(ATTACH_OUT_FD), take_fd(ATTACH_ERR_FD))
+        } else {
+            (None, None)
+        };
         let signals = install_signal_handlers().map_err(io_err("install signal handlers"))?;
         nix::sys::prctl::set_child_subreaper(true).map_err(|e| ShimError::Io {
             what: "become the child subreaper".into(),
@@ -440,6 +448,7 @@ impl Shim {
 
         // Networking: namespace, endpoints, published ports and the generated /etc files.
         let mut spec = spec;
+        let mut netd = None;
         if let Some(network) = &record.network {
             let peer = match &network.mode {
                 crate::network::sandbox::NetMode::Container(name) => {
@@ -462,6 +471,9 @@ impl Shim {
             )?;
             if let Some(path) = sandbox.join {
                 join_network_namespace(&mut spec, path);
+            }
+            if !sandbox.endpoints.is_empty() {
+                netd = Some(crate::network::netd::NetdWatch::new(&opts.root));
             }
         }
         // libcontainer reads the bundle's config.json: the spec itself, or (usually) the spec
@@ -493,11 +505,6 @@ impl Shim {
         let cgroup = engine::container_cgroup(&id);
         set_nonblocking(out_r.as_raw_fd());
         set_nonblocking(err_r.as_raw_fd());
-        let (attach_out, attach_err) = if opts.attach {
-            (take_fd(ATTACH_OUT_FD), take_fd(ATTACH_ERR_FD))
-        } else {
-            (None, None)
-        };
         Ok(Shim {
             id,
             record,
@@ -524,6 +531,7 @@ impl Shim {
             stops: Vec::new(),
             execs: BTreeMap::new(),
             exec_counter: 0,
+            netd,
         })
     }
 
@@ -557,6 +565,15 @@ impl Shim {
         ));
         fds.push(pollfd(
             self.stderr.as_ref().map_or(-1, |f| f.as_raw_fd()),
+            libc::POLLIN,
+        ));
+        // Not once the container ended: its networks are about to be released.
+        let watching = self.init_status.is_none();
+        fds.push(pollfd(
+            self.netd
+                .as_ref()
+                .filter(|_| watching)
+                .map_or(-1, |w| w.fd()),
             libc::POLLIN,
         ));
         let ids: Vec<u64> = self.clients.keys().copied().collect();
@@ -594,8 +611,18 @@ impl Shim {
             self.pump(Stream::Stderr);
         }
         for (i, id) in ids.iter().enumerate() {
-            if fds[4 + i].revents != 0 {
+            if fds[5 + i].revents != 0 {
                 self.service_client(*id);
+            }
+        }
+        let netd_due = self
+            .netd
+            .as_ref()
+            .and_then(|w| w.deadline())
+            .is_some_and(|d| Instant::now() >= d);
+        if watching && (ready(4) || netd_due) {
+            if let Some(w) = self.netd.as_mut() {
+                w.wake();
             }
         }
         self.check_stops();
@@ -614,7 +641,13 @@ impl Shim {
             .filter(|s| !s.killed)
             .map(|s| s.deadline)
             .chain(self.drain_deadline)
-            .chain(self.trim_at);
+            .chain(self.trim_at)
+            .chain(
+                self.netd
+                    .as_ref()
+                    .filter(|_| self.init_status.is_none())
+                    .and_then(|w| w.deadline()),
+            );
         match deadlines.min() {
             None => -1,
             Some(d) => d.saturating_duration_since(now).as_millis().min(60_000) as libc::c_int + 1,

@@ -49,10 +49,15 @@ pub fn check_container_id(id: &str) -> Result<(), SpecError> {
     }
 }
 
-/// The hostname: the given one, else the first 12 characters of the id (Docker's default).
+/// The hostname: the given one, else with `--network host` the host's (the container shares
+/// its network identity, as in Docker), else the first 12 characters of the id (Docker's
+/// default).
 pub fn hostname(opts: &ContainerOptions) -> Result<String, SpecError> {
     let Some(name) = &opts.hostname else {
-        return Ok(opts.identity.container_id.chars().take(12).collect());
+        let host = (opts.network == NetworkMode::Host)
+            .then(|| nix::unistd::gethostname().ok()?.into_string().ok())
+            .flatten();
+        return Ok(host.unwrap_or_else(|| opts.identity.container_id.chars().take(12).collect()));
     };
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -294,6 +299,9 @@ mod tests {
         let mut o = ContainerOptions::default();
         o.identity.container_id = "0123456789abcdef".into();
         assert_eq!(hostname(&o).unwrap(), "0123456789ab");
+        o.network = NetworkMode::Host;
+        let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+        assert_eq!(hostname(&o).unwrap(), host);
         o.hostname = Some("web.local".into());
         assert_eq!(hostname(&o).unwrap(), "web.local");
         for bad in ["", "-x", ".x", "a b", "a/b", &"h".repeat(65)] {
