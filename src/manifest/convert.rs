@@ -886,11 +886,7 @@ impl<'a> Converter<'a> {
                 "x-dockmaster" => s.x_dockmaster = self.extension(v, f),
                 "extends" => {} // applied by the loader
                 "build" | "dockerfile" => build = Some(v),
-                "develop" => self.warn(
-                    v,
-                    f,
-                    "ignored: develop (watch) is for `docker compose watch` during development",
-                ),
+                "develop" => self.develop(v),
                 "logging" | "log_driver" | "log_opt" => self.logging(v, f),
                 "annotations" => self.warn(
                     v,
@@ -943,6 +939,7 @@ impl<'a> Converter<'a> {
                 | "models"
                 | "use_api_socket"
                 | "post_start"
+                | "pre_start"
                 | "pre_stop"
                 | "net" => self.unsupported(
                     v,
@@ -1014,6 +1011,53 @@ impl<'a> Converter<'a> {
             return None;
         }
         Some(s)
+    }
+
+    /// `develop` is ignored (it drives `docker compose watch`) but still checked like compose.
+    fn develop(&mut self, v: &Node) {
+        let errors_before = self.errors.len();
+        for (k, val) in self.map_entries(v, "develop") {
+            match k.name.as_str() {
+                "watch" => {
+                    let Some(items) = val.as_seq() else {
+                        self.err(val, "develop.watch", "must be a list");
+                        continue;
+                    };
+                    for (i, w) in items.iter().enumerate() {
+                        let f = format!("develop.watch[{i}]");
+                        if w.as_map().is_none() {
+                            self.err(w, &f, "must be a mapping");
+                            continue;
+                        }
+                        for required in ["path", "action"] {
+                            if w.get(required).is_none() {
+                                self.err(w, &f, format!("services.{}.develop.watch.{i} missing property '{required}'", self.service.clone().unwrap_or_default()));
+                            }
+                        }
+                        if let Some(a) = w.get("action") {
+                            let ok = a.as_str().is_some_and(|a| {
+                                matches!(
+                                    a,
+                                    "sync" | "rebuild" | "restart" | "sync+restart" | "sync+exec"
+                                )
+                            });
+                            if !ok {
+                                self.err(a, &format!("{f}.action"), "must be one of sync, rebuild, restart, sync+restart, sync+exec");
+                            }
+                        }
+                    }
+                }
+                n if n.starts_with("x-") => {}
+                _ => self.unknown_key(k, "develop", "watch"),
+            }
+        }
+        if self.errors.len() == errors_before {
+            self.warn(
+                v,
+                "develop",
+                "ignored: develop (watch) is for `docker compose watch` during development",
+            );
+        }
     }
 
     fn logging(&mut self, v: &Node, f: &str) {
@@ -2003,9 +2047,11 @@ impl<'a> Converter<'a> {
                     };
                     let split = s.split_once('=').or_else(|| s.split_once(':'));
                     match split {
-                        Some((h, ip)) if !h.is_empty() && !ip.is_empty() => {
-                            let ip = ip.trim_start_matches('[').trim_end_matches(']');
-                            push(h.to_string(), ip.to_string())
+                        Some((h, ips)) if !h.is_empty() && !ips.is_empty() => {
+                            for ip in ips.split(',') {
+                                let ip = ip.trim().trim_start_matches('[').trim_end_matches(']');
+                                push(h.to_string(), ip.to_string())
+                            }
                         }
                         _ => self.err_hint(
                             it,
