@@ -121,6 +121,11 @@ impl<'a> Converter<'a> {
 
     // ---- scalar readers --------------------------------------------------------------------
 
+    /// A string where empty means unset (compose's omitempty).
+    fn opt_string(&mut self, n: &Node, field: &str) -> Option<String> {
+        self.string(n, field).filter(|s| !s.is_empty())
+    }
+
     fn string(&mut self, n: &Node, field: &str) -> Option<String> {
         match &n.value {
             Value::Str(s) => Some(s.clone()),
@@ -397,6 +402,7 @@ impl<'a> Converter<'a> {
             services: BTreeMap::new(),
             volumes: BTreeMap::new(),
             x_dockmaster: None,
+            extensions: BTreeMap::new(),
             working_dir: self.project_dir.to_path_buf(),
             compose_files: Vec::new(),
             source_files: Vec::new(),
@@ -409,7 +415,7 @@ impl<'a> Converter<'a> {
             match k.name.as_str() {
                 "name" => {
                     if v.as_str().is_none() {
-                        self.err(v, "name", "name must be a string");
+                        self.err(v, "name", "must be a string");
                     }
                 }
                 "services" => services_node = Some(v),
@@ -446,7 +452,9 @@ impl<'a> Converter<'a> {
                     "top-level models (AI model runner)",
                     "remove the models section",
                 ),
-                n if n.starts_with("x-") => {}
+                n if n.starts_with("x-") => {
+                    project.extensions.insert(n.to_string(), v.to_json());
+                }
                 _ => self.unknown_key(
                     k,
                     "",
@@ -465,11 +473,7 @@ impl<'a> Converter<'a> {
                 self.service = Some(name.clone());
                 if node.as_map().is_none() {
                     self.service = None;
-                    self.err(
-                        &node,
-                        &format!("services.{name}"),
-                        format!("services.{name} must be a mapping"),
-                    );
+                    self.err(&node, &format!("services.{name}"), "must be a mapping");
                     continue;
                 }
                 let s = self.service(&name, &node);
@@ -716,6 +720,8 @@ impl<'a> Converter<'a> {
         let mut s = Service {
             name: name.to_string(),
             profiles: Vec::new(),
+            annotations: BTreeMap::new(),
+            attach: None,
             cap_add: Vec::new(),
             cap_drop: Vec::new(),
             cpus: None,
@@ -823,9 +829,9 @@ impl<'a> Converter<'a> {
                 }
                 "cpu_shares" => s.cpu_shares = self.non_negative(v, f),
                 "pids_limit" => s.pids_limit = self.integer(v, f),
-                "user" => s.user = self.string(v, f),
+                "user" => s.user = self.opt_string(v, f),
                 "working_dir" => {
-                    s.working_dir = self.string(v, f);
+                    s.working_dir = self.opt_string(v, f);
                     if let Some(w) = &s.working_dir {
                         if !w.starts_with('/') {
                             self.err_hint(
@@ -837,7 +843,7 @@ impl<'a> Converter<'a> {
                         }
                     }
                 }
-                "hostname" => s.hostname = self.string(v, f),
+                "hostname" => s.hostname = self.opt_string(v, f),
                 "domainname" => self.unsupported(
                     v,
                     f,
@@ -845,7 +851,7 @@ impl<'a> Converter<'a> {
                     "remove domainname",
                 ),
                 "container_name" => {
-                    s.container_name = self.string(v, f);
+                    s.container_name = self.opt_string(v, f);
                     if let Some(c) = &s.container_name {
                         let ok = c.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
                             && c.chars()
@@ -866,17 +872,17 @@ impl<'a> Converter<'a> {
                 "security_opt" => s.security_opt = self.string_list(v, f),
                 "sysctls" => s.sysctls = self.string_map(v, f),
                 "ulimits" => s.ulimits = self.ulimits(v),
-                "stop_signal" => s.stop_signal = self.string(v, f),
+                "stop_signal" => s.stop_signal = self.opt_string(v, f),
                 "stop_grace_period" => s.stop_grace_period = self.duration(v, f),
                 "extra_hosts" => s.extra_hosts = self.extra_hosts(v),
-                "dns" => s.dns = self.string_or_list(v, f),
-                "dns_search" => s.dns_search = self.string_or_list(v, f),
+                "dns" => s.dns = non_empty(self.string_or_list(v, f)),
+                "dns_search" => s.dns_search = non_empty(self.string_or_list(v, f)),
                 "dns_opt" => s.dns_opt = self.string_list(v, f),
                 "group_add" => s.group_add = self.string_or_list(v, f),
                 "configs" => s.configs = self.file_refs(v, "configs"),
                 "secrets" => s.secrets = self.file_refs(v, "secrets"),
                 "pull_policy" => s.pull_policy = self.pull_policy(v),
-                "platform" => s.platform = self.string(v, f),
+                "platform" => s.platform = self.opt_string(v, f),
                 "profiles" => s.profiles = self.string_list(v, f),
                 "scale" => {
                     if let Some(n) = self.non_negative(v, f) {
@@ -888,16 +894,8 @@ impl<'a> Converter<'a> {
                 "build" | "dockerfile" => build = Some(v),
                 "develop" => self.develop(v),
                 "logging" | "log_driver" | "log_opt" => self.logging(v, f),
-                "annotations" => self.warn(
-                    v,
-                    f,
-                    "ignored: annotations are not applied to dockmaster containers",
-                ),
-                "attach" => self.warn(
-                    v,
-                    f,
-                    "ignored: dockmaster does not attach to service output; use dockmaster logs",
-                ),
+                "annotations" => s.annotations = self.string_map(v, f),
+                "attach" => s.attach = self.boolean(v, f),
                 "label_file" => {
                     self.unsupported(v, f, "label_file", "move the labels into labels:")
                 }
@@ -1031,7 +1029,7 @@ impl<'a> Converter<'a> {
                         }
                         for required in ["path", "action"] {
                             if w.get(required).is_none() {
-                                self.err(w, &f, format!("services.{}.develop.watch.{i} missing property '{required}'", self.service.clone().unwrap_or_default()));
+                                self.err(w, &f, format!("missing property '{required}'"));
                             }
                         }
                         if let Some(a) = w.get("action") {
@@ -1277,7 +1275,7 @@ impl<'a> Converter<'a> {
         }
         if let Some(n) = environment {
             if !matches!(n.value, Value::Map(_) | Value::Seq(_) | Value::Null) {
-                self.err(n, "environment", "environment must be a mapping");
+                self.err(n, "environment", "must be a mapping or a list of KEY=VALUE");
                 return out;
             }
             for (k, v, loc) in self.kv(n, "environment", false) {
@@ -1674,16 +1672,16 @@ impl<'a> Converter<'a> {
                         let fff = format!("{ff}.{}", tk.name);
                         match tk.name.as_str() {
                             "size" => match &tv.value {
-                                Value::Int(i) if *i < 0 => self.err(
-                                    tv,
-                                    &fff,
-                                    format!("{f}.tmpfs.size must be greater than or equal to 0"),
-                                ),
+                                Value::Int(i) if *i < 0 => {
+                                    self.err(tv, &fff, "must be greater than or equal to 0")
+                                }
                                 Value::Int(i) => o.size = Some(*i),
                                 Value::Str(_) => o.size = self.bytes(tv, &fff),
-                                _ => {
-                                    self.err(tv, &fff, format!("{f}.tmpfs.size must be a integer"))
-                                }
+                                _ => self.err(
+                                    tv,
+                                    &fff,
+                                    "must be an integer (bytes) or a size like 64m",
+                                ),
                             },
                             "mode" => {
                                 if let Some(m) = self.non_negative(tv, &fff) {
@@ -1866,11 +1864,7 @@ impl<'a> Converter<'a> {
                         self.err_hint(
                             val,
                             &f,
-                            format!(
-                                "services.{}.depends_on.{} missing property 'condition'",
-                                self.service.clone().unwrap_or_default(),
-                                k.name
-                            ),
+                            "missing property 'condition'",
                             "add condition: service_started",
                         );
                     }
@@ -2320,7 +2314,7 @@ impl<'a> Converter<'a> {
     fn network(&mut self, key: &str, v: &Node) -> Option<Network> {
         let f = format!("networks.{key}");
         if !matches!(v.value, Value::Map(_) | Value::Null) {
-            self.err(v, &f, format!("networks.{key} must be a mapping or null"));
+            self.err(v, &f, "must be a mapping or null");
             return None;
         }
         let errors_before = self.errors.len();
@@ -2331,7 +2325,7 @@ impl<'a> Converter<'a> {
             match k.name.as_str() {
                 "name" => n.name = self.string(val, &ff).unwrap_or_default(),
                 "driver" => {
-                    n.driver = self.string(val, &ff);
+                    n.driver = self.opt_string(val, &ff);
                     match n.driver.as_deref() {
                         Some("bridge") | Some("default") | Some("") | None => {}
                         Some(d) => self.unsupported(val, &ff, format!("network driver {d:?}"), "dockmaster creates bridge networks only; remove driver: or set bridge"),
@@ -2360,11 +2354,7 @@ impl<'a> Converter<'a> {
         }
         if let Some(en) = external_name {
             if !n.name.is_empty() && n.name != en {
-                self.err(
-                    v,
-                    &f,
-                    format!("networks.{key}: name and external.name conflict; only use name"),
-                );
+                self.err(v, &f, "name and external.name conflict; only use name");
             } else {
                 self.warn(v, &f, "external.name is deprecated; use name:");
                 n.name = en;
@@ -2373,7 +2363,14 @@ impl<'a> Converter<'a> {
         if n.external {
             for (k, _) in v.as_map().map(Vec::as_slice).unwrap_or(&[]) {
                 if !matches!(k.name.as_str(), "name" | "external") && !k.name.starts_with("x-") {
-                    self.err(v, &f, format!("networks.{key}: conflicting parameters \"external\" and {:?} specified", k.name));
+                    self.err(
+                        v,
+                        &f,
+                        format!(
+                            "conflicting parameters \"external\" and {:?} specified",
+                            k.name
+                        ),
+                    );
                 }
             }
         }
@@ -2505,7 +2502,7 @@ impl<'a> Converter<'a> {
     fn volume(&mut self, key: &str, v: &Node) -> Option<Volume> {
         let f = format!("volumes.{key}");
         if !matches!(v.value, Value::Map(_) | Value::Null) {
-            self.err(v, &f, format!("volumes.{key} must be a mapping or null"));
+            self.err(v, &f, "must be a mapping or null");
             return None;
         }
         let errors_before = self.errors.len();
@@ -2516,7 +2513,7 @@ impl<'a> Converter<'a> {
             match k.name.as_str() {
                 "name" => vol.name = self.string(val, &ff).unwrap_or_default(),
                 "driver" => {
-                    vol.driver = self.string(val, &ff);
+                    vol.driver = self.opt_string(val, &ff);
                     if vol
                         .driver
                         .as_deref()
@@ -2543,11 +2540,7 @@ impl<'a> Converter<'a> {
         }
         if let Some(en) = external_name {
             if !vol.name.is_empty() && vol.name != en {
-                self.err(
-                    v,
-                    &f,
-                    format!("volumes.{key}: name and external.name conflict; only use name"),
-                );
+                self.err(v, &f, "name and external.name conflict; only use name");
             } else {
                 self.warn(v, &f, "external.name is deprecated; use name:");
                 vol.name = en;
@@ -2560,7 +2553,7 @@ impl<'a> Converter<'a> {
                         v,
                         &f,
                         format!(
-                            "volumes.{key}: conflicting parameters \"external\" and {:?} specified",
+                            "conflicting parameters \"external\" and {:?} specified",
                             k.name
                         ),
                     );
@@ -2573,7 +2566,7 @@ impl<'a> Converter<'a> {
     fn file_object(&mut self, section: &str, key: &str, v: &Node) -> Option<FileObject> {
         let f = format!("{section}.{key}");
         if !matches!(v.value, Value::Map(_) | Value::Null) {
-            self.err(v, &f, format!("{section}.{key} must be a mapping"));
+            self.err(v, &f, "must be a mapping");
             return None;
         }
         let errors_before = self.errors.len();
@@ -2617,11 +2610,7 @@ impl<'a> Converter<'a> {
         }
         if let Some(en) = external_name {
             if !o.name.is_empty() && o.name != en {
-                self.err(
-                    v,
-                    &f,
-                    format!("{section}.{key}: name and external.name conflict; only use name"),
-                );
+                self.err(v, &f, "name and external.name conflict; only use name");
             } else {
                 o.name = en;
             }
@@ -2646,7 +2635,7 @@ impl<'a> Converter<'a> {
                 self.err_hint(
                     v,
                     &f,
-                    format!("{section}.{key} needs exactly one of file, environment or content"),
+                    "needs exactly one of file, environment or content",
                     "set one source",
                 );
             }
@@ -2658,6 +2647,11 @@ impl<'a> Converter<'a> {
         }
         (self.errors.len() == errors_before).then_some(o)
     }
+}
+
+/// Drops empty entries (an unset variable in `dns: ${X}` means no entry, as in compose).
+fn non_empty(v: Vec<String>) -> Vec<String> {
+    v.into_iter().filter(|s| !s.is_empty()).collect()
 }
 
 /// Hashable stand-in for an IP address in the port unicity key.

@@ -748,7 +748,26 @@ impl<'a> Loader<'a> {
             });
             self.extends_files.insert(path.to_path_buf(), loaded);
         }
-        let mut file_node = self.extends_files.get(path).cloned().flatten()?;
+        // Taken out of the cache while in use (no copy of the whole file per extending service).
+        let mut file_node = self.extends_files.remove(path).flatten()?;
+        let base = self.extends_base_in(&mut file_node, path, base_name, name, loc, env, chain);
+        // Keep the memoized result for other services extending the same base.
+        self.extends_files
+            .insert(path.to_path_buf(), Some(file_node));
+        base
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn extends_base_in(
+        &mut self,
+        file_node: &mut Node,
+        path: &Path,
+        base_name: &str,
+        name: &str,
+        loc: &Location,
+        env: &Env,
+        chain: &[(PathBuf, String)],
+    ) -> Option<Node> {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let ctx = FileCtx {
             path: path.to_path_buf(),
@@ -788,14 +807,10 @@ impl<'a> Loader<'a> {
         if !self.extend_service(services, base_name, &ctx, chain, &mut done) {
             return None;
         }
-        let base = services
+        services
             .iter()
             .find(|(k, _)| k.name == base_name)
-            .map(|(_, v)| v.clone());
-        // Keep the memoized result for other services extending the same base.
-        self.extends_files
-            .insert(path.to_path_buf(), Some(file_node));
-        base
+            .map(|(_, v)| v.clone())
     }
 
     /// Imports the `include`d models into `doc` (compose-go `ApplyInclude`): what the

@@ -92,8 +92,8 @@ fn generic(base: Node, over: Node, path: &mut Vec<String>) -> Node {
     }
 }
 
-/// Merges mapping `over` into `base`: new keys are added in order, existing keys merged (or
-/// replaced for `x-` extensions), `!reset` keys removed.
+/// Merges mapping `over` into `base`: new keys are added in order, existing keys merged,
+/// `!reset` keys removed.
 pub fn merge_mappings(base: Map, over: Map, path: &mut Vec<String>) -> Map {
     let mut out: Vec<Option<(Key, Node)>> = base.into_iter().map(Some).collect();
     let mut index: HashMap<String, usize> = out
@@ -117,7 +117,7 @@ pub fn merge_mappings(base: Map, over: Map, path: &mut Vec<String>) -> Map {
             continue;
         }
         match existing {
-            Some(i) if !k.name.starts_with("x-") => {
+            Some(i) => {
                 let Some((bk, bv)) = out[i].take() else {
                     continue;
                 };
@@ -126,7 +126,6 @@ pub fn merge_mappings(base: Map, over: Map, path: &mut Vec<String>) -> Map {
                 path.pop();
                 out[i] = Some((bk, merged));
             }
-            Some(i) => out[i] = Some((k, v)),
             None => {
                 index.insert(k.name.clone(), out.len());
                 out.push(Some((k, v)));

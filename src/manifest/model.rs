@@ -37,6 +37,9 @@ pub struct Project {
     /// Our own extension (`x-dockmaster` at the top level), free-form.
     #[serde(rename = "x-dockmaster", skip_serializing_if = "Option::is_none")]
     pub x_dockmaster: Option<Extension>,
+    /// Other top-level `x-` fields: not used, echoed by `config` as compose does.
+    #[serde(flatten)]
+    pub extensions: BTreeMap<String, serde_json::Value>,
     /// The project directory: relative paths were resolved against it.
     #[serde(skip)]
     pub working_dir: PathBuf,
@@ -90,6 +93,12 @@ pub struct Service {
     pub name: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<String>,
+    /// OCI annotations for the containers.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// `docker compose up` output attachment: no effect on dockmaster, echoed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attach: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
