@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fsutil;
+pub mod health;
 pub mod image;
 pub mod manifest;
 pub mod network;
