@@ -130,7 +130,12 @@ impl<'a> Converter<'a> {
         match &n.value {
             Value::Str(s) => Some(s.clone()),
             _ => {
-                self.err(n, field, format!("must be a string, not {}", n.type_name()));
+                self.err_hint(
+                    n,
+                    field,
+                    format!("must be a string, not {}", n.type_name()),
+                    "quote the value",
+                );
                 None
             }
         }
@@ -156,10 +161,11 @@ impl<'a> Converter<'a> {
             Value::Bool(b) => Some(*b),
             Value::Str(s) if s == "true" || s == "false" => Some(s == "true"),
             _ => {
-                self.err(
+                self.err_hint(
                     n,
                     field,
                     format!("must be a boolean, not {}", n.type_name()),
+                    "write true or false",
                 );
                 None
             }
@@ -470,6 +476,19 @@ impl<'a> Converter<'a> {
                 .collect();
             for (name, node) in entries {
                 self.service_locs.insert(name.clone(), node.loc.clone());
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                {
+                    self.err_hint(
+                        &node,
+                        &format!("services.{name}"),
+                        format!("invalid service name {name:?}"),
+                        "use only letters, digits, '.', '_' and '-'",
+                    );
+                    continue;
+                }
                 self.service = Some(name.clone());
                 if node.as_map().is_none() {
                     self.service = None;
@@ -1070,11 +1089,10 @@ impl<'a> Converter<'a> {
                 f,
                 "ignored: dockmaster writes json-file logs with its own rotation",
             ),
-            Some(d) => self.unsupported(
+            Some(d) => self.warn(
                 v,
                 f,
-                format!("logging driver {d:?} (dockmaster keeps json-file logs)"),
-                "remove logging: or use json-file",
+                format!("unsupported logging driver {d:?}: the logs stay in dockmaster's json-file logs (dockmaster logs PROJECT SERVICE)"),
             ),
         }
     }
@@ -1397,7 +1415,7 @@ impl<'a> Converter<'a> {
                                 }
                             }
                             "host_ip" => {
-                                if let Some(s) = self.string(val, &ff) {
+                                if let Some(s) = self.opt_string(val, &ff) {
                                     match s.parse() {
                                         Ok(ip) => p.host_ip = Some(ip),
                                         Err(_) => {

@@ -499,6 +499,9 @@ impl<'a> Loader<'a> {
         if !ok {
             return None;
         }
+        if let Some(d) = dict.as_mut() {
+            resolve_environment(d, env);
+        }
         Some(dict.unwrap_or_else(|| {
             let loc = Location {
                 file: Arc::from(
@@ -1023,6 +1026,42 @@ fn import_resources(doc: &mut Node, imported: Node) {
                 let mut path = vec![key.name.clone()];
                 *to = merge_mappings(from, local, &mut path);
             }
+        }
+    }
+}
+
+/// Gives `environment` entries without a value the value of the model's environment, when
+/// it has one (compose-go `ResolveEnvironment`; included models use their own environment).
+fn resolve_environment(dict: &mut Node, env: &Env) {
+    let Some(services) = map_get_mut(dict, "services").and_then(|s| s.as_map_mut()) else {
+        return;
+    };
+    for (_, svc) in services.iter_mut() {
+        let Some(environment) = map_get_mut(svc, "environment") else {
+            continue;
+        };
+        match &mut environment.value {
+            Value::Map(m) => {
+                for (k, v) in m.iter_mut() {
+                    if v.is_null() {
+                        if let Some(val) = env.get(&k.name) {
+                            v.value = Value::Str(val.clone());
+                        }
+                    }
+                }
+            }
+            Value::Seq(items) => {
+                for it in items.iter_mut() {
+                    if let Value::Str(s) = &mut it.value {
+                        if !s.contains('=') {
+                            if let Some(val) = env.get(s.as_str()) {
+                                *s = format!("{s}={val}");
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }
