@@ -12,6 +12,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::config::AgentConfig;
+use crate::health::{HealthConfig, RestartPolicy};
 use crate::image::ImageStore;
 use crate::network::manager::NetworkRequest;
 use crate::network::model::DEFAULT_NETWORK;
@@ -20,7 +21,7 @@ use crate::network::sandbox::{ContainerNetwork, NetMode};
 use crate::runtime::container::{
     observe, ContainerPaths, ContainerRecord, ContainerStore, Observed,
 };
-use crate::runtime::create::{create, CreateRequest};
+use crate::runtime::create::{create_supervised, CreateRequest, Supervision};
 use crate::runtime::engine;
 use crate::runtime::logs::{format_rfc3339_nano, LogConfig, LogReader, Stream};
 use crate::runtime::protocol::{Client, ExecRequest};
@@ -148,6 +149,37 @@ pub struct RunArgs {
     /// Label KEY=VALUE.
     #[arg(short = 'l', long = "label")]
     pub label: Vec<String>,
+    /// Restart policy when the container exits: no, always, on-failure[:max-retries] or
+    /// unless-stopped (the shim restarts it with an exponential backoff).
+    #[arg(long, default_value = "no")]
+    pub restart: String,
+    /// Command to run to check health (with /bin/sh -c); replaces the image's HEALTHCHECK
+    /// command.
+    #[arg(long = "health-cmd")]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h) (default 30s).
+    #[arg(long = "health-interval", allow_hyphen_values = true)]
+    pub health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h) (default 30s).
+    #[arg(long = "health-timeout", allow_hyphen_values = true)]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy (default 3).
+    #[arg(long = "health-retries", allow_hyphen_values = true)]
+    pub health_retries: Option<String>,
+    /// Start period for the container to initialize before failures count (ms|s|m|h)
+    /// (default 0s).
+    #[arg(long = "health-start-period", allow_hyphen_values = true)]
+    pub health_start_period: Option<String>,
+    /// Time between checks during the start period (ms|s|m|h) (default 5s).
+    #[arg(long = "health-start-interval", allow_hyphen_values = true)]
+    pub health_start_interval: Option<String>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
+    /// Do not restart the container when its healthcheck reports it unhealthy (dockmaster
+    /// restarts unhealthy containers by default; Docker does not).
+    #[arg(long = "no-restart-unhealthy")]
+    pub no_restart_unhealthy: bool,
     /// Image to run (pulled when missing).
     pub image: String,
     /// Command and arguments (replace the image's Cmd).
@@ -277,12 +309,14 @@ impl<E: Into<anyhow::Error>> From<E> for RunFailure {
 }
 
 fn run_inner(root: &Path, config: &AgentConfig, args: RunArgs) -> Result<i32, RunFailure> {
+    // Flags first: a typo must not cost a pull.
+    let supervision = supervision(&args)?;
     let images = ImageStore::open(root)?;
     if images.find(&args.image).is_err() {
         super::image::pull_for_run(root, config, &args.image)?;
     }
     let request = create_request(root, &args)?;
-    let (record, paths) = create(root, request)?;
+    let (record, paths) = create_supervised(root, request, supervision)?;
     let attach = !args.detach;
     let launched = match shim::spawn(root, &record.id, &paths, attach) {
         Ok(l) => l,
@@ -449,6 +483,81 @@ fn create_request(root: &Path, args: &RunArgs) -> anyhow::Result<CreateRequest> 
         log,
         network,
     })
+}
+
+/// `--restart`, `--health-*`, `--no-healthcheck` and `--no-restart-unhealthy`, checked.
+fn supervision(args: &RunArgs) -> anyhow::Result<Supervision> {
+    let restart = RestartPolicy::parse(&args.restart)
+        .map_err(|e| anyhow!("invalid --restart {:?}: {e}", args.restart))?;
+    if args.rm && !restart.is_no() {
+        bail!(
+            "conflicting options: --restart {restart} and --rm (a removed container cannot \
+             be restarted)"
+        );
+    }
+    Ok(Supervision {
+        restart,
+        healthcheck: healthcheck_flags(args)?,
+        restart_unhealthy: !args.no_restart_unhealthy,
+    })
+}
+
+/// `--health-*` and `--no-healthcheck` as Docker's CLI reads them: `None` when none is given
+/// (the image's HEALTHCHECK applies as it is); fields left unset inherit the image's.
+fn healthcheck_flags(args: &RunArgs) -> anyhow::Result<Option<HealthConfig>> {
+    let duration = |flag: &str, value: &Option<String>| -> anyhow::Result<Duration> {
+        let Some(v) = value else {
+            return Ok(Duration::ZERO);
+        };
+        if v.trim_start().starts_with('-') {
+            bail!("invalid --{flag} {v:?}: it cannot be negative");
+        }
+        let d = crate::manifest::syntax::parse_duration(v.trim())
+            .map_err(|e| anyhow!("invalid --{flag} {v:?}: {e}"))?;
+        if !d.is_zero() && d < crate::health::MIN_DURATION {
+            bail!("invalid --{flag} {v:?}: it must be 0 (the default) or at least 1ms");
+        }
+        Ok(d)
+    };
+    let interval = duration("health-interval", &args.health_interval)?;
+    let timeout = duration("health-timeout", &args.health_timeout)?;
+    let start_period = duration("health-start-period", &args.health_start_period)?;
+    let start_interval = duration("health-start-interval", &args.health_start_interval)?;
+    let retries = match &args.health_retries {
+        None => 0,
+        Some(v) => match v.trim().parse::<i64>() {
+            Ok(n) if n < 0 => bail!("invalid --health-retries {v:?}: it cannot be negative"),
+            Ok(n) => u32::try_from(n)
+                .map_err(|_| anyhow!("invalid --health-retries {v:?}: too large"))?,
+            Err(_) => bail!("invalid --health-retries {v:?}: not a whole number"),
+        },
+    };
+    let cmd = args.health_cmd.as_deref().filter(|c| !c.is_empty());
+    let any = cmd.is_some()
+        || !interval.is_zero()
+        || !timeout.is_zero()
+        || !start_period.is_zero()
+        || !start_interval.is_zero()
+        || retries != 0;
+    if args.no_healthcheck {
+        if any {
+            bail!("--no-healthcheck conflicts with --health-* options");
+        }
+        return Ok(Some(HealthConfig::disabled()));
+    }
+    if !any {
+        return Ok(None);
+    }
+    Ok(Some(HealthConfig {
+        test: cmd
+            .map(|c| vec!["CMD-SHELL".to_string(), c.to_string()])
+            .unwrap_or_default(),
+        interval,
+        timeout,
+        start_period,
+        start_interval,
+        retries,
+    }))
 }
 
 /// `--network` and friends, checked: modes cannot be mixed, ports need a bridge network,
@@ -663,6 +772,11 @@ fn status_text(o: &Observed) -> String {
             crate::runtime::protocol::Status::Stopped => {
                 format!("Exited ({})", s.exit_code.unwrap_or(-1))
             }
+            crate::runtime::protocol::Status::Restarting => format!(
+                "Restarting ({}) {}",
+                s.exit_code.unwrap_or(-1),
+                s.finished_at.map_or_else(String::new, ago)
+            ),
         },
         Observed::Exited(e) => format!("Exited ({}) {}", e.exit_code, ago(e.finished_at)),
         Observed::ShimLost { container_pids, .. } if !container_pids.is_empty() => format!(

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Categorized, Category};
 use crate::fsutil::write_replace;
+use crate::health::{HealthConfig, RestartPolicy};
 use crate::runtime::protocol::{self, ContainerState, ExitRecord, Status};
 
 /// Records are small; anything bigger is not ours.
@@ -55,6 +56,25 @@ pub struct ContainerRecord {
     /// existed: those have a private namespace with loopback only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::network::sandbox::ContainerNetwork>,
+    /// `--restart` (Compose's `restart:`): whether the shim starts the init again when it
+    /// ends, with the crash-loop backoff (`health::Backoff`).
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// The healthcheck as Docker keeps it in `Config.Healthcheck`: the container's own merged
+    /// over the image's HEALTHCHECK; `None` when neither has one. The shim runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthConfig>,
+    /// Restart the container when its healthcheck reports it unhealthy, whatever its restart
+    /// policy (Docker never does; ours is on unless turned off).
+    #[serde(default = "default_true")]
+    pub restart_unhealthy: bool,
+    /// The image's SHELL, which `CMD-SHELL` healthchecks run with (`/bin/sh -c` when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shell: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The files of one container.
@@ -107,6 +127,11 @@ impl ContainerPaths {
     }
     pub fn exit(&self) -> PathBuf {
         self.dir.join("exit.json")
+    }
+    /// The healthcheck's state (`health::HealthState`), rewritten by the shim after every
+    /// probe, so it can be read without asking the shim (and after it is gone).
+    pub fn health(&self) -> PathBuf {
+        self.dir.join("health.json")
     }
     /// libcontainer's state root; the container's state is `<engine>/<id>`.
     pub fn engine(&self) -> PathBuf {
@@ -389,6 +414,7 @@ impl Observed {
             Observed::Live(s) => match s.status {
                 Status::Created => "created",
                 Status::Running => "running",
+                Status::Restarting => "restarting",
                 Status::Stopped => "exited",
             },
             Observed::Exited(_) => "exited",
@@ -397,8 +423,9 @@ impl Observed {
         }
     }
 
+    /// Running, or waiting to be restarted (Docker counts a restarting container as running).
     pub fn is_running(&self) -> bool {
-        matches!(self, Observed::Live(s) if s.status == Status::Running)
+        matches!(self, Observed::Live(s) if matches!(s.status, Status::Running | Status::Restarting))
             || matches!(self, Observed::ShimLost { container_pids, .. } if !container_pids.is_empty())
             || matches!(self, Observed::Unresponsive { .. })
     }
@@ -467,6 +494,10 @@ mod tests {
             log_max_bytes: 1024,
             log_max_files: 2,
             network: None,
+            restart: RestartPolicy::No,
+            healthcheck: None,
+            restart_unhealthy: true,
+            shell: Vec::new(),
         }
     }
 
@@ -495,6 +526,30 @@ mod tests {
         store.remove(&a).unwrap();
         store.remove(&a).unwrap();
         assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn records_without_supervision_fields_get_the_defaults() {
+        let r = record(&"d".repeat(64), "old");
+        let mut v = serde_json::to_value(&r).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        for field in ["restart", "healthcheck", "restart_unhealthy", "shell"] {
+            obj.remove(field);
+        }
+        let back: ContainerRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        assert!(
+            back.restart_unhealthy,
+            "restarting unhealthy containers is the default"
+        );
+        let mut with = r.clone();
+        with.restart = RestartPolicy::OnFailure { max_retries: 2 };
+        with.healthcheck = Some(HealthConfig::disabled());
+        with.restart_unhealthy = false;
+        let v = serde_json::to_value(&with).unwrap();
+        assert_eq!(v["restart"], "on-failure:2");
+        assert_eq!(v["healthcheck"]["Test"], serde_json::json!(["NONE"]));
+        assert_eq!(serde_json::from_value::<ContainerRecord>(v).unwrap(), with);
     }
 
     #[test]

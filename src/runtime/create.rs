@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::error::{Categorized, Category};
+use crate::health::{HealthConfig, HealthConfigError, RestartPolicy};
 use crate::image::manifest::{parse_config, ImageConfig, MAX_CONFIG_SIZE};
 use crate::image::{ImageError, ImageStore};
 use crate::network::sandbox::{ContainerNetwork, NetMode};
@@ -41,6 +42,30 @@ pub struct CreateRequest {
     pub network: ContainerNetwork,
 }
 
+/// How the shim supervises the container: given to [`create_supervised`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Supervision {
+    /// `--restart` / Compose `restart:`.
+    pub restart: RestartPolicy,
+    /// The container's own healthcheck (`--health-*`, `--no-healthcheck`, Compose
+    /// `healthcheck:`), merged over the image's HEALTHCHECK as Docker does; `None` keeps the
+    /// image's.
+    pub healthcheck: Option<HealthConfig>,
+    /// Restart the container when it turns unhealthy (ours; Docker never does).
+    pub restart_unhealthy: bool,
+}
+
+impl Default for Supervision {
+    /// No restart policy, the image's healthcheck, unhealthy containers restarted.
+    fn default() -> Self {
+        Supervision {
+            restart: RestartPolicy::No,
+            healthcheck: None,
+            restart_unhealthy: true,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
     #[error(transparent)]
@@ -60,6 +85,14 @@ pub enum CreateError {
     StopSignal(String),
     #[error("invalid log options: {0}")]
     Log(String),
+    #[error("container {name}: {source}")]
+    Healthcheck {
+        name: String,
+        #[source]
+        source: HealthConfigError,
+    },
+    #[error("restart policy {0} cannot be combined with automatic removal (--rm)")]
+    AutoRemoveRestart(RestartPolicy),
     #[error("container {id}: {what}")]
     Io {
         id: String,
@@ -75,7 +108,10 @@ impl Categorized for CreateError {
             CreateError::Image(e) => e.category(),
             CreateError::Spec { source, .. } => source.category(),
             CreateError::Container(e) => e.category(),
-            CreateError::StopSignal(_) | CreateError::Log(_) => Category::Invalid,
+            CreateError::StopSignal(_)
+            | CreateError::Log(_)
+            | CreateError::Healthcheck { .. }
+            | CreateError::AutoRemoveRestart(_) => Category::Invalid,
             CreateError::Config { .. } | CreateError::Io { .. } => Category::Internal,
         }
     }
@@ -101,16 +137,29 @@ pub fn image_config(
     Ok((record, config))
 }
 
-/// Creates the container's directory, record and bundle. Nothing runs yet.
+/// Creates the container's directory, record and bundle, with the default [`Supervision`].
+/// Nothing runs yet.
 pub fn create(
     root: &Path,
     req: CreateRequest,
+) -> Result<(ContainerRecord, ContainerPaths), CreateError> {
+    create_supervised(root, req, Supervision::default())
+}
+
+/// [`create`] with a restart policy and healthcheck.
+pub fn create_supervised(
+    root: &Path,
+    req: CreateRequest,
+    supervision: Supervision,
 ) -> Result<(ContainerRecord, ContainerPaths), CreateError> {
     let images = ImageStore::open(root)?;
     let (image, config) = image_config(&images, &req.image)?;
     req.log
         .validate()
         .map_err(|e| CreateError::Log(e.to_string()))?;
+    if req.auto_remove && !supervision.restart.is_no() {
+        return Err(CreateError::AutoRemoveRestart(supervision.restart));
+    }
     let id = generate_id().map_err(|source| CreateError::Io {
         id: String::new(),
         what: "generate an id".into(),
@@ -165,6 +214,20 @@ pub fn create(
         None | Some("") => libc::SIGTERM,
         Some(s) => parse_signal(s).ok_or_else(|| CreateError::StopSignal(s.to_string()))?,
     };
+    let healthcheck = HealthConfig::merge(
+        supervision.healthcheck,
+        config
+            .config
+            .healthcheck
+            .as_ref()
+            .map(HealthConfig::from_image),
+    );
+    if let Some(h) = &healthcheck {
+        h.validate().map_err(|source| CreateError::Healthcheck {
+            name: name.clone(),
+            source,
+        })?;
+    }
     let process_args = spec
         .process()
         .as_ref()
@@ -191,6 +254,10 @@ pub fn create(
         log_max_bytes: req.log.max_size,
         log_max_files: req.log.max_files,
         network: Some(req.network),
+        restart: supervision.restart,
+        healthcheck,
+        restart_unhealthy: supervision.restart_unhealthy,
+        shell: config.config.shell.clone(),
     };
     let store = ContainerStore::new(root);
     let paths = store.create(&record)?;

@@ -31,6 +31,21 @@ pub struct ExitRecord {
     pub started_at: Option<SystemTime>,
     #[serde(with = "rfc3339")]
     pub finished_at: SystemTime,
+    /// How many times the shim had started the container again before this last exit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart_count: u32,
+    /// Stopped through dockmaster (`stop`, `kill` with SIGKILL or the stop signal, `rm -f`):
+    /// Docker's `HasBeenManuallyStopped`, which decides whether an `unless-stopped`
+    /// container comes back after a reboot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manually_stopped: bool,
+    /// Why the shim gave up, when it did (a restart that failed to start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Exit code and signal from a raw `waitpid` status, Docker's way: the exit status, or
@@ -62,6 +77,9 @@ impl ExitRecord {
             oom_killed,
             started_at,
             finished_at,
+            restart_count: 0,
+            manually_stopped: false,
+            error: None,
         }
     }
 

@@ -200,6 +200,10 @@ pub enum Status {
     Running,
     /// Its init process has exited; `exit_code` and friends say how.
     Stopped,
+    /// Its init ended and the restart policy (or an unhealthy healthcheck) starts it again
+    /// after the backoff; `exit_code` and friends describe the run that ended. Protocol 1.1:
+    /// a shim answers `running` instead to 1.0 clients.
+    Restarting,
 }
 
 /// The container's state, as answered to [`Request::State`].
@@ -222,6 +226,13 @@ pub struct ContainerState {
     pub started_at: Option<SystemTime>,
     #[serde(default, with = "rfc3339_opt")]
     pub finished_at: Option<SystemTime>,
+    /// How many times the shim started the container again (protocol 1.1; 0 from older
+    /// shims).
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The healthcheck's state, when the container has one (protocol 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::HealthState>,
 }
 
 /// Resource usage, as answered to [`Request::Stats`].

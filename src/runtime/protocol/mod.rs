@@ -48,7 +48,10 @@ pub use server::{serve_blocking, Connection, ReadOutcome};
 /// Major version: peers with different majors cannot talk.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Minor version: what this side implements within the major version.
-pub const PROTOCOL_MINOR: u16 = 0;
+///
+/// - 1.1: the state answer's `restarting` status (sent to 1.1 clients only: 1.0 clients get
+///   `running`), `restart_count` and `health`.
+pub const PROTOCOL_MINOR: u16 = 1;
 /// Largest frame payload either side sends or accepts.
 pub const MAX_FRAME: usize = 1024 * 1024;
 

@@ -161,8 +161,7 @@ impl Connection {
                     );
                     return None;
                 }
-                // The lower minor version: with PROTOCOL_MINOR at 0 clippy sees a constant.
-                #[allow(clippy::unnecessary_min_or_max)]
+                // The lower minor version.
                 let agreed = Version {
                     major,
                     minor: minor.min(PROTOCOL_MINOR),

@@ -102,13 +102,15 @@ fn messages_have_the_documented_shape() {
         oom_killed: true,
         started_at: Some(UNIX_EPOCH + Duration::new(1_700_000_000, 5)),
         finished_at: Some(UNIX_EPOCH + Duration::new(1_700_000_060, 0)),
+        restart_count: 0,
+        health: None,
     };
     assert_eq!(
         to_json(&Response::State(state.clone())),
         json!({"type": "state", "status": "stopped", "pid": null, "exit_code": 137,
                "signal": 9, "oom_killed": true,
                "started_at": "2023-11-14T22:13:20.000000005Z",
-               "finished_at": "2023-11-14T22:14:20Z"})
+               "finished_at": "2023-11-14T22:14:20Z", "restart_count": 0})
     );
     assert_eq!(
         to_json(&Response::Stats(ContainerStats {
@@ -495,7 +497,66 @@ fn running_state() -> ContainerState {
         oom_killed: false,
         started_at: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
         finished_at: None,
+        restart_count: 0,
+        health: None,
     }
+}
+
+#[test]
+fn state_1_1_restarting_restart_count_and_health() {
+    use crate::health::{HealthState, HealthStatus, ProbeResult};
+    let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let state = ContainerState {
+        status: Status::Restarting,
+        pid: None,
+        exit_code: Some(1),
+        restart_count: 3,
+        health: Some(HealthState {
+            status: HealthStatus::Unhealthy,
+            failing_streak: 3,
+            log: vec![ProbeResult {
+                start: at,
+                end: at + Duration::from_millis(20),
+                exit_code: 1,
+                output: "down\n".into(),
+            }],
+        }),
+        ..running_state()
+    };
+    let v = to_json(&Response::State(state.clone()));
+    assert_eq!(v["status"], "restarting");
+    assert_eq!(v["restart_count"], 3);
+    assert_eq!(v["health"]["Status"], "unhealthy");
+    assert_eq!(v["health"]["FailingStreak"], 3);
+    assert_eq!(v["health"]["Log"][0]["Output"], "down\n");
+    assert_eq!(v["health"]["Log"][0]["End"], "2023-11-14T22:13:20.02Z");
+    let back: Response = serde_json::from_value(v).unwrap();
+    assert_eq!(back, Response::State(state));
+    // From a 1.0 shim: no count, no health.
+    let old: ContainerState =
+        serde_json::from_value(json!({"status": "running", "pid": 5})).unwrap();
+    assert_eq!((old.restart_count, old.health), (0, None));
+}
+
+#[test]
+fn exit_record_1_1_fields_are_optional() {
+    let old: ExitRecord =
+        serde_json::from_value(json!({"exit_code": 1, "finished_at": "2023-11-14T22:13:20Z"}))
+            .unwrap();
+    assert_eq!(old.restart_count, 0);
+    assert!(!old.manually_stopped);
+    assert_eq!(old.error, None);
+    let mut new = old.clone();
+    new.restart_count = 2;
+    new.manually_stopped = true;
+    new.error = Some("restart failed".into());
+    let v = serde_json::to_value(&new).unwrap();
+    assert_eq!(v["restart_count"], 2);
+    assert_eq!(v["manually_stopped"], true);
+    assert_eq!(serde_json::from_value::<ExitRecord>(v).unwrap(), new);
+    // Defaults are left out, so records stay as they were.
+    let v = serde_json::to_value(&old).unwrap();
+    assert!(v.get("restart_count").is_none() && v.get("manually_stopped").is_none());
 }
 
 #[test]

@@ -95,6 +95,9 @@ pub fn main(opts: ShimOptions) -> i32 {
                     oom_killed: false,
                     started_at: None,
                     finished_at: now,
+                    restart_count: 0,
+                    manually_stopped: false,
+                    error: None,
                 }
                 .write(&paths.exit());
             }
@@ -801,6 +804,8 @@ impl Shim {
                 oom_killed: false,
                 started_at: Some(self.started_at),
                 finished_at: None,
+                restart_count: 0,
+                health: None,
             },
             Some((status, at)) => {
                 let (exit_code, signal) = exit_code_and_signal(status);
@@ -812,6 +817,8 @@ impl Shim {
                     oom_killed: false,
                     started_at: Some(self.started_at),
                     finished_at: Some(at),
+                    restart_count: 0,
+                    health: None,
                 }
             }
         }
