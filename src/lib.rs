@@ -13,4 +13,5 @@ pub mod manifest;
 pub mod network;
 pub mod plan;
 pub mod process;
+pub mod reconcile;
 pub mod runtime;
