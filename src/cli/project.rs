@@ -93,12 +93,18 @@ fn load(a: &ProjectArgs) -> anyhow::Result<Option<Project>> {
             for e in errors.iter() {
                 writeln!(err, "error: {e}")?;
             }
-            writeln!(
+            let unsupported = errors.iter().filter(|e| e.is_unsupported()).count();
+            write!(
                 err,
                 "{} problem{} found",
                 errors.len(),
                 if errors.len() == 1 { "" } else { "s" }
             )?;
+            // Last line, so tools reading the tail see that unsupported features are involved.
+            if unsupported > 0 {
+                write!(err, " ({unsupported} unsupported)")?;
+            }
+            writeln!(err)?;
             Ok(None)
         }
     }

@@ -19,6 +19,8 @@ use super::yaml::{format_float, Node, Value};
 
 const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
 
+static NO_NAMES: BTreeSet<String> = BTreeSet::new();
+
 pub(crate) struct Converter<'a> {
     name: &'a str,
     project_dir: &'a Path,
@@ -32,6 +34,11 @@ pub(crate) struct Converter<'a> {
     service: Option<String>,
     /// Locations of service entries, for consistency errors.
     service_locs: HashMap<String, Location>,
+    /// Where each reference of a service is written ((service, "depends_on.db") → location),
+    /// so consistency errors point at the entry.
+    ref_locs: HashMap<(String, String), Location>,
+    /// Services dropped by the loader after an error (references to them are not reported).
+    pub(crate) broken: &'a BTreeSet<String>,
 }
 
 impl<'a> Converter<'a> {
@@ -53,6 +60,8 @@ impl<'a> Converter<'a> {
             read_files: Vec::new(),
             service: None,
             service_locs: HashMap::new(),
+            ref_locs: HashMap::new(),
+            broken: &NO_NAMES,
         }
     }
 
@@ -117,6 +126,14 @@ impl<'a> Converter<'a> {
             message: format!("additional property {:?} not allowed", k.name),
             hint: Some(format!("check the spelling; allowed here: {expected}")),
         });
+    }
+
+    fn note(&mut self, key: String, loc: &Location) {
+        if let Some(s) = &self.service {
+            self.ref_locs
+                .entry((s.clone(), key))
+                .or_insert_with(|| loc.clone());
+        }
     }
 
     // ---- scalar readers --------------------------------------------------------------------
@@ -587,10 +604,14 @@ impl<'a> Converter<'a> {
     fn check(&mut self, p: &mut Project) {
         let names: BTreeSet<String> = p.services.keys().cloned().collect();
         let mut container_names: HashMap<String, String> = HashMap::new();
+        let ref_locs = std::mem::take(&mut self.ref_locs);
         for (name, s) in &p.services {
             let loc = self.service_locs.get(name).cloned();
             let at = |field: &str, msg: String, hint: Option<&str>| LoadError::Invalid {
-                location: loc.clone(),
+                location: ref_locs
+                    .get(&(name.clone(), field.to_string()))
+                    .cloned()
+                    .or_else(|| loc.clone()),
                 subject: Subject {
                     service: Some(name.clone()),
                     field: field.to_string(),
@@ -599,7 +620,7 @@ impl<'a> Converter<'a> {
                 hint: hint.map(str::to_string),
             };
             for (dep, d) in &s.depends_on {
-                if names.contains(dep) {
+                if names.contains(dep) || self.broken.contains(dep) {
                     continue;
                 }
                 if p.disabled_services.contains(dep) {
@@ -641,7 +662,7 @@ impl<'a> Converter<'a> {
                     if let Some(src) = &m.source {
                         if !p.volumes.contains_key(src) {
                             self.errors.push(at(
-                                "volumes",
+                                &format!("volumes.{src}"),
                                 format!("service {name:?} refers to undefined volume {src}"),
                                 Some("declare it under the top-level volumes, or use ./path for a bind mount"),
                             ));
@@ -656,7 +677,7 @@ impl<'a> Converter<'a> {
                 for r in refs {
                     if !defined.contains_key(&r.source) {
                         self.errors.push(at(
-                            &format!("{kind}s"),
+                            &format!("{kind}s.{}", r.source),
                             format!("service {name:?} refers to undefined {kind} {}", r.source),
                             Some(if kind == "secret" {
                                 "declare it under the top-level secrets"
@@ -735,7 +756,6 @@ impl<'a> Converter<'a> {
     // ---- services ------------------------------------------------------------------------
 
     fn service(&mut self, name: &str, node: &Node) -> Option<Service> {
-        let errors_before = self.errors.len();
         let mut s = Service {
             name: name.to_string(),
             profiles: Vec::new(),
@@ -830,7 +850,10 @@ impl<'a> Converter<'a> {
                 "volumes" => s.volumes = self.mounts(v),
                 "tmpfs" => s.tmpfs = self.string_or_list(v, f),
                 "networks" => s.networks = self.service_networks(v),
-                "network_mode" => s.network_mode = self.network_mode(v),
+                "network_mode" => {
+                    self.note("network_mode".into(), &v.loc);
+                    s.network_mode = self.network_mode(v)
+                }
                 "depends_on" => s.depends_on = self.depends_on(v),
                 "links" => links = Some(v),
                 "healthcheck" => s.healthcheck = self.healthcheck(v),
@@ -870,6 +893,7 @@ impl<'a> Converter<'a> {
                     "remove domainname",
                 ),
                 "container_name" => {
+                    self.note("container_name".into(), &v.loc);
                     s.container_name = self.opt_string(v, f);
                     if let Some(c) = &s.container_name {
                         let ok = c.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -1001,6 +1025,7 @@ impl<'a> Converter<'a> {
                 if svc != alias {
                     self.warn(l, "links", format!("the alias {alias:?} of link {link:?} is not created; reach the service by its name {svc:?}"));
                 }
+                self.note(format!("depends_on.{svc}"), &l.loc);
                 s.depends_on.entry(svc.to_string()).or_insert(Dependency {
                     condition: DependCondition::Started,
                     restart: true,
@@ -1024,9 +1049,7 @@ impl<'a> Converter<'a> {
         }
         // Environment: env files first, then environment: (values from the project env).
         s.environment = self.environment(&s.env_files, environment);
-        if self.errors.len() > errors_before {
-            return None;
-        }
+        // Kept even when invalid (the load fails anyway), so references to it are checked too.
         Some(s)
     }
 
@@ -1207,6 +1230,15 @@ impl<'a> Converter<'a> {
                 }
             };
             if let Some(ef) = ef {
+                if ef.required && !self.fs.is_file(&ef.path) {
+                    self.errors.push(LoadError::MissingFile {
+                        location: Some(it.loc.clone()),
+                        subject: self.subject(&f),
+                        what: "env file",
+                        path: ef.path.clone(),
+                        hint: Some("create the file or mark it required: false".into()),
+                    });
+                }
                 if !out.iter().any(|e| e.path == ef.path) {
                     out.push(ef);
                 }
@@ -1227,19 +1259,7 @@ impl<'a> Converter<'a> {
         let mut out: BTreeMap<String, Option<String>> = BTreeMap::new();
         for ef in env_files {
             if !self.fs.is_file(&ef.path) {
-                if ef.required {
-                    self.errors.push(LoadError::MissingFile {
-                        location: environment.map(|n| n.loc.clone()).or_else(|| {
-                            self.service
-                                .as_ref()
-                                .and_then(|s| self.service_locs.get(s).cloned())
-                        }),
-                        subject: self.subject("env_file"),
-                        what: "env file",
-                        path: ef.path.clone(),
-                        hint: Some("create the file or mark it required: false".into()),
-                    });
-                }
+                // Reported by env_files() when required.
                 continue;
             }
             let text = match self.fs.read(&ef.path, MAX_ENV_FILE_BYTES) {
@@ -1524,6 +1544,9 @@ impl<'a> Converter<'a> {
                 }
             };
             let Some(m) = m else { continue };
+            if let (MountKind::Volume, Some(src)) = (m.kind, &m.source) {
+                self.note(format!("volumes.{src}"), &it.loc);
+            }
             match index.get(&m.target) {
                 Some(&j) => out[j] = m,
                 None => {
@@ -1753,6 +1776,7 @@ impl<'a> Converter<'a> {
             Value::Seq(items) => {
                 for (i, it) in items.iter().enumerate() {
                     if let Some(n) = self.string(it, &format!("networks[{i}]")) {
+                        self.note(format!("networks.{n}"), &it.loc);
                         out.insert(n, None);
                     }
                 }
@@ -1760,6 +1784,7 @@ impl<'a> Converter<'a> {
             Value::Map(m) => {
                 for (k, val) in m {
                     let f = format!("networks.{}", k.name);
+                    self.note(f.clone(), &k.loc);
                     if val.is_null() {
                         out.insert(k.name.clone(), None);
                         continue;
@@ -1833,6 +1858,7 @@ impl<'a> Converter<'a> {
             Value::Seq(items) => {
                 for (i, it) in items.iter().enumerate() {
                     if let Some(n) = self.string(it, &format!("depends_on[{i}]")) {
+                        self.note(format!("depends_on.{n}"), &it.loc);
                         out.insert(
                             n,
                             Dependency {
@@ -1847,6 +1873,7 @@ impl<'a> Converter<'a> {
             Value::Map(m) => {
                 for (k, val) in m {
                     let f = format!("depends_on.{}", k.name);
+                    self.note(f.clone(), &k.loc);
                     let mut d = Dependency {
                         condition: DependCondition::Started,
                         restart: false,

@@ -74,6 +74,8 @@ pub fn load_project(
         extends_files: HashMap::new(),
         source_files: Vec::new(),
         seen_sources: BTreeSet::new(),
+        broken: BTreeSet::new(),
+        reported_cycles: BTreeSet::new(),
     };
     let project = l.run(options);
     if l.errors.is_empty() {
@@ -107,6 +109,10 @@ pub(crate) struct Loader<'a> {
     extends_files: HashMap<PathBuf, Option<Node>>,
     source_files: Vec<PathBuf>,
     seen_sources: BTreeSet<PathBuf>,
+    /// Services dropped because their `extends` failed (already reported).
+    pub(crate) broken: BTreeSet<String>,
+    /// Extends cycles already reported (by their members).
+    reported_cycles: BTreeSet<Vec<String>>,
 }
 
 /// Context of one compose file being processed.
@@ -301,6 +307,7 @@ impl<'a> Loader<'a> {
             &mut self.errors,
             &mut self.warnings,
         );
+        conv.broken = &self.broken;
         let mut project = conv.project(&dict, &profiles)?;
         project.compose_files = compose_files;
         for f in conv.read_files.drain(..) {
@@ -572,9 +579,20 @@ impl<'a> Loader<'a> {
         };
         let names: Vec<String> = map.iter().map(|(k, _)| k.name.clone()).collect();
         let mut done = BTreeSet::new();
+        let mut failed = Vec::new();
         for name in names {
-            self.extend_service(map, &name, ctx, chain, &mut done);
+            let is_map = map
+                .iter()
+                .find(|(k, _)| k.name == name)
+                .is_some_and(|(_, v)| v.as_map().is_some());
+            if is_map && !self.extend_service(map, &name, ctx, chain, &mut done) {
+                failed.push(name);
+            }
         }
+        // A service whose extends failed (reported) is dropped, so it causes no follow-up
+        // errors; references to it are not reported either.
+        map.retain(|(k, _)| !failed.contains(&k.name));
+        self.broken.extend(failed);
     }
 
     /// Applies `extends` of `services[name]` in place (recursively, memoized in `done`).
@@ -659,7 +677,12 @@ impl<'a> Loader<'a> {
                 .map(|(f, s)| format!("{s} in {}", f.display()))
                 .collect();
             names.push(format!("{name} in {}", ctx.path.display()));
-            self.errors.push(LoadError::ExtendsCycle { chain: names });
+            let mut key = names.clone();
+            key.sort();
+            key.dedup();
+            if self.reported_cycles.insert(key) {
+                self.errors.push(LoadError::ExtendsCycle { chain: names });
+            }
             return false;
         }
         let mut next_chain = chain.to_vec();
