@@ -762,13 +762,23 @@ fn status_text(o: &Observed) -> String {
     match o {
         Observed::Live(s) => match s.status {
             crate::runtime::protocol::Status::Created => "Created".into(),
-            crate::runtime::protocol::Status::Running => match s.started_at {
-                Some(t) => format!(
-                    "Up {}",
-                    human_duration(SystemTime::now().duration_since(t).unwrap_or_default())
-                ),
-                None => "Up".into(),
-            },
+            crate::runtime::protocol::Status::Running => {
+                let up = match s.started_at {
+                    Some(t) => format!(
+                        "Up {}",
+                        human_duration(SystemTime::now().duration_since(t).unwrap_or_default())
+                    ),
+                    None => "Up".into(),
+                };
+                // Docker's `Up 5 seconds (healthy)`, `(health: starting)`.
+                match s.health.as_ref().map(|h| h.status) {
+                    Some(crate::health::HealthStatus::Starting) => {
+                        format!("{up} (health: starting)")
+                    }
+                    Some(status) => format!("{up} ({status})"),
+                    None => up,
+                }
+            }
             crate::runtime::protocol::Status::Stopped => {
                 format!("Exited ({})", s.exit_code.unwrap_or(-1))
             }
@@ -915,7 +925,16 @@ fn inspect_json(r: &ContainerRecord, paths: &ContainerPaths, o: &Observed) -> se
         .command
         .split_first()
         .map_or(("", &[][..]), |(p, a)| (p.as_str(), a));
-    json!({
+    let restart_count = match o {
+        Observed::Live(s) => s.restart_count,
+        Observed::Exited(e) => e.restart_count,
+        _ => 0,
+    };
+    let error = match o {
+        Observed::Exited(e) => e.error.clone().unwrap_or(error),
+        _ => error,
+    };
+    let mut v = json!({
         "Id": r.id,
         "Name": format!("/{}", r.name),
         "Created": format_rfc3339_nano(r.created),
@@ -924,6 +943,7 @@ fn inspect_json(r: &ContainerRecord, paths: &ContainerPaths, o: &Observed) -> se
         "State": {
             "Status": o.status_word(),
             "Running": o.is_running(),
+            "Restarting": matches!(o, Observed::Live(s) if s.status == crate::runtime::protocol::Status::Restarting),
             "Dead": matches!(o, Observed::ShimLost { .. }),
             "OOMKilled": oom,
             "Pid": pid,
@@ -936,8 +956,15 @@ fn inspect_json(r: &ContainerRecord, paths: &ContainerPaths, o: &Observed) -> se
         "Image": r.image_id,
         "ImageName": r.image,
         "LogPath": paths.log(),
+        "RestartCount": restart_count,
         "HostConfig": {
             "AutoRemove": r.auto_remove,
+            "RestartPolicy": {
+                "Name": r.restart.name(),
+                "MaximumRetryCount": r.restart.max_retries(),
+            },
+            // Ours (Docker has no such setting): an unhealthy container is restarted.
+            "RestartUnhealthy": r.restart_unhealthy,
             "LogConfig": {"Type": "json-file", "Config": {
                 "max-size": r.log_max_bytes.to_string(),
                 "max-file": r.log_max_files.to_string(),
@@ -948,13 +975,31 @@ fn inspect_json(r: &ContainerRecord, paths: &ContainerPaths, o: &Observed) -> se
             "StopSignal": crate::runtime::signal::signal_name(r.stop_signal),
             "StopTimeout": r.stop_grace_secs,
             "Labels": r.labels,
+            "Healthcheck": r.healthcheck,
         },
         "GraphDriver": {"Name": "overlay", "Data": {
             "MergedDir": paths.rootfs(),
             "UpperDir": paths.overlay().join("upper"),
             "WorkDir": paths.overlay().join("work"),
         }},
-    })
+    });
+    // Docker shows State.Health only for containers with a healthcheck: the shim's live
+    // answer, else what it last wrote (a stopped container keeps its last results).
+    if r.healthcheck.as_ref().is_some_and(|h| h.is_enabled()) {
+        let health = match o {
+            Observed::Live(s) => s.health.clone(),
+            _ => None,
+        }
+        .or_else(|| {
+            crate::health::HealthState::load(&paths.health())
+                .ok()
+                .flatten()
+        });
+        if let Some(h) = health {
+            v["State"]["Health"] = json!(h);
+        }
+    }
+    v
 }
 
 // ---- logs --------------------------------------------------------------------------------
@@ -1039,7 +1084,15 @@ pub fn kill(root: &Path, args: KillArgs) -> anyhow::Result<i32> {
         let record = store.resolve(query)?;
         let paths = store.paths(&record.id);
         match observe(&paths, &record) {
-            Observed::Live(s) if s.status == crate::runtime::protocol::Status::Running => {
+            // Restarting too: SIGKILL or the stop signal cancels the restart (the shim says
+            // so when nothing runs to take another signal).
+            Observed::Live(s)
+                if matches!(
+                    s.status,
+                    crate::runtime::protocol::Status::Running
+                        | crate::runtime::protocol::Status::Restarting
+                ) =>
+            {
                 Client::connect(paths.socket(), Duration::from_secs(5))?
                     .signal(signal)
                     .with_context(|| format!("signal container {}", record.name))?;

@@ -10,10 +10,15 @@
 //! Single-threaded, one `poll(2)` loop; no async runtime. Signals arrive through a self-pipe
 //! written by handlers (not a blocked mask + signalfd: a blocked mask would be inherited by
 //! every container process the engine forks).
+//!
+//! The shim also supervises (`supervise.rs`): it restarts the init under the container's
+//! restart policy with a backoff, and runs its healthcheck on schedule. The shim is the one
+//! process sure to outlive whoever created the container, so supervision lives here.
 
 mod exec;
 pub mod fdpass;
 mod launch;
+mod supervise;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -154,10 +159,7 @@ fn take_fd(fd: RawFd) -> Option<File> {
 /// no longer knows, e.g. after a crash) and the rootfs mount. Idempotent; used when the
 /// container ends, when its start fails, and by `rm` for containers whose shim is gone.
 pub fn release(id: &str, paths: &ContainerPaths) -> Result<(), ShimError> {
-    let engine = Libcontainer::new(paths.engine()).delete(id);
-    if let Some(cg) = engine::container_cgroup(id) {
-        let _ = cg.remove_within(Duration::from_secs(2));
-    }
+    let engine = release_engine(id, paths);
     let unmounted = rootfs::unmount(&paths.rootfs());
     // Endpoints, addresses and published ports go with the container's process.
     if let Some(root) = paths.dir.parent().and_then(Path::parent) {
@@ -168,6 +170,17 @@ pub fn release(id: &str, paths: &ContainerPaths) -> Result<(), ShimError> {
     engine?;
     unmounted?;
     Ok(())
+}
+
+/// The part of [`release`] a restart needs: the engine's state and the cgroup of the run
+/// that ended. The rootfs mount, the network namespace and endpoints and the generated /etc
+/// files stay for the next run.
+fn release_engine(id: &str, paths: &ContainerPaths) -> Result<(), ShimError> {
+    let engine = Libcontainer::new(paths.engine()).delete(id);
+    if let Some(cg) = engine::container_cgroup(id) {
+        let _ = cg.remove_within(Duration::from_secs(2));
+    }
+    Ok(engine?)
 }
 
 /// The namespace and files of the container a `container:NAME` container shares.
@@ -344,7 +357,9 @@ struct Client {
 }
 
 struct PendingStop {
-    client: u64,
+    /// The client waiting for the stop; `None` for the shim's own stop of an unhealthy
+    /// container.
+    client: Option<u64>,
     deadline: Instant,
     killed: bool,
 }
@@ -382,6 +397,8 @@ struct Shim {
     exec_counter: u32,
     /// The netd serving this container's networks, restarted when it dies (DNS, repair).
     netd: Option<crate::network::netd::NetdWatch>,
+    /// Restarts and healthchecks (supervise.rs).
+    sup: supervise::Supervisor,
 }
 
 impl Shim {
@@ -443,9 +460,6 @@ impl Shim {
                 max_files: record.log_max_files,
             },
         )?;
-        let (out_r, out_w) = pipe().map_err(io_err("create the stdout pipe"))?;
-        let (err_r, err_w) = pipe().map_err(io_err("create the stderr pipe"))?;
-        let stdin = File::open("/dev/null").map_err(io_err("open /dev/null"))?;
         let listener = bind_listener(&paths.socket())
             .map_err(io_err(format!("bind {}", paths.socket().display())))?;
 
@@ -494,20 +508,10 @@ impl Shim {
         std::fs::write(paths.engine_spec(), engine_bytes)
             .map_err(io_err(format!("write {}", paths.engine_spec().display())))?;
         let engine = Libcontainer::new(paths.engine()).with_seccomp(seccomp);
-        let init_pid = engine.create(
-            &id,
-            &paths.bundle(),
-            Stdio {
-                stdin: stdin.into(),
-                stdout: out_w,
-                stderr: err_w,
-            },
-        )?;
-        engine.start(&id)?;
+        let (init_pid, stdout, stderr) = launch_init(&engine, &id, paths)?;
         let started_at = SystemTime::now();
         let cgroup = engine::container_cgroup(&id);
-        set_nonblocking(out_r.as_raw_fd());
-        set_nonblocking(err_r.as_raw_fd());
+        let sup = supervise::Supervisor::new(&record, paths);
         Ok(Shim {
             id,
             record,
@@ -522,8 +526,8 @@ impl Shim {
             signals,
             clients: BTreeMap::new(),
             next_client: 0,
-            stdout: Some(File::from(out_r)),
-            stderr: Some(File::from(err_r)),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
             attach_out,
             attach_err,
             logs: Some(logs),
@@ -535,6 +539,7 @@ impl Shim {
             execs: BTreeMap::new(),
             exec_counter: 0,
             netd,
+            sup,
         })
     }
 
@@ -542,10 +547,22 @@ impl Shim {
         // A child that ended before the handlers saw it is found by the first sweep.
         self.reap();
         loop {
-            if self.init_status.is_some() {
+            // The init ended and its output is drained: restart it or end for good.
+            if self.init_status.is_some() && self.sup.restart_at.is_none() {
                 let drained = self.stdout.is_none() && self.stderr.is_none();
                 let late = self.drain_deadline.is_some_and(|d| Instant::now() >= d);
                 if drained || late {
+                    if !self.should_restart() {
+                        return self.finish();
+                    }
+                    self.schedule_restart();
+                }
+            }
+            if self.sup.restart_at.is_some_and(|t| Instant::now() >= t) {
+                if let Err(e) = self.restart() {
+                    let message = format!("restart the container: {e:#}").replace('\n', " ");
+                    eprintln!("shim {}: {message}", self.id);
+                    self.sup.error = Some(message);
                     return self.finish();
                 }
             }
@@ -579,6 +596,7 @@ impl Shim {
                 .map_or(-1, |w| w.fd()),
             libc::POLLIN,
         ));
+        fds.push(pollfd(self.probe_fd(), libc::POLLIN));
         let ids: Vec<u64> = self.clients.keys().copied().collect();
         for id in &ids {
             let c = &self.clients[id];
@@ -613,8 +631,11 @@ impl Shim {
         if ready(3) {
             self.pump(Stream::Stderr);
         }
+        if ready(5) {
+            self.read_probe_output();
+        }
         for (i, id) in ids.iter().enumerate() {
-            if fds[5 + i].revents != 0 {
+            if fds[6 + i].revents != 0 {
                 self.service_client(*id);
             }
         }
@@ -629,6 +650,7 @@ impl Shim {
             }
         }
         self.check_stops();
+        self.supervise_tick();
         self.clients.retain(|_, c| !c.conn.is_finished());
         if self.trim_at.is_some_and(|t| Instant::now() >= t) {
             self.trim_at = None;
@@ -645,6 +667,7 @@ impl Shim {
             .map(|s| s.deadline)
             .chain(self.drain_deadline)
             .chain(self.trim_at)
+            .chain(self.supervision_deadline())
             .chain(
                 self.netd
                     .as_ref()
@@ -668,6 +691,8 @@ impl Shim {
             if pid == self.init_pid && self.init_status.is_none() {
                 self.init_status = Some((status, SystemTime::now()));
                 self.drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+            } else if self.is_probe(pid) {
+                self.probe_exited(status);
             } else if let Some(client) = self.execs.remove(&pid) {
                 let (exit_code, signal) = exit_code_and_signal(status);
                 self.respond(client, &Response::ExecExited { exit_code, signal });
@@ -794,8 +819,9 @@ impl Shim {
         self.flush(id);
     }
 
-    fn state(&self) -> ContainerState {
-        match self.init_status {
+    /// The state answer; `minor` is the client's negotiated protocol minor version.
+    fn state(&self, minor: u16) -> ContainerState {
+        let mut state = match self.init_status {
             None => ContainerState {
                 status: Status::Running,
                 pid: Some(self.init_pid),
@@ -809,38 +835,71 @@ impl Shim {
             },
             Some((status, at)) => {
                 let (exit_code, signal) = exit_code_and_signal(status);
+                let restarting = self.sup.restart_at.is_some();
                 ContainerState {
-                    status: Status::Stopped,
+                    // 1.0 clients do not know `restarting`: Docker counts it as running.
+                    status: match (restarting, minor) {
+                        (false, _) => Status::Stopped,
+                        (true, 0) => Status::Running,
+                        (true, _) => Status::Restarting,
+                    },
                     pid: None,
                     exit_code: Some(exit_code),
                     signal,
-                    oom_killed: false,
+                    oom_killed: restarting && self.sup.last_oom,
                     started_at: Some(self.started_at),
                     finished_at: Some(at),
                     restart_count: 0,
                     health: None,
                 }
             }
-        }
+        };
+        state.restart_count = self.sup.restart_count;
+        state.health = self.sup.health.as_ref().map(|h| h.state().clone());
+        state
     }
 
     fn handle(&mut self, client: u64, request: Request) {
         let running = self.init_status.is_none();
+        let restarting = self.sup.restart_at.is_some();
         match request {
             Request::Hello { .. } => {}
             Request::State => {
-                let state = self.state();
+                let minor = self
+                    .clients
+                    .get(&client)
+                    .and_then(|c| c.conn.version())
+                    .map_or(0, |v| v.minor);
+                let state = self.state(minor);
                 self.respond(client, &Response::State(state));
             }
             Request::Signal { signal } => {
+                // SIGKILL and the stop signal mean "stop it": no restart (Docker cancels its
+                // restart manager for those; other signals leave the policy in place).
+                let fatal = signal == libc::SIGKILL || signal == self.record.stop_signal;
                 let response = if !(1..=64).contains(&signal) {
                     Response::error(ErrorKind::Invalid, format!("invalid signal {signal}"))
+                } else if restarting && fatal {
+                    // Nothing runs: cancelling the restart is the whole stop.
+                    self.stop_for_good();
+                    Response::Ok
+                } else if restarting {
+                    Response::error(
+                        ErrorKind::Conflict,
+                        format!(
+                            "container {} is restarting: no process to signal until it runs",
+                            self.id
+                        ),
+                    )
                 } else if !running {
                     Response::error(
                         ErrorKind::Conflict,
                         format!("container {} is not running", self.id),
                     )
                 } else {
+                    if fatal {
+                        self.sup.manually_stopped = true;
+                    }
                     // SAFETY: kill(2) on our own child, which we have not reaped.
                     match unsafe { libc::kill(self.init_pid, signal) } {
                         0 => Response::Ok,
@@ -853,15 +912,24 @@ impl Shim {
                 self.respond(client, &response);
             }
             Request::Stop { grace_secs } => {
+                // Stopped through dockmaster: never restarted (Docker's "manually stopped").
+                self.sup.manually_stopped = true;
                 if !running {
-                    self.respond(client, &Response::Ok);
+                    // Ended already (draining its output, or waiting for a restart that is
+                    // now cancelled): answered once the exit is recorded.
+                    self.stop_for_good();
+                    self.stops.push(PendingStop {
+                        client: Some(client),
+                        deadline: Instant::now(),
+                        killed: true,
+                    });
                     return;
                 }
                 let grace = Duration::from_secs(grace_secs);
                 // SAFETY: kill(2) on our own unreaped child.
                 unsafe { libc::kill(self.init_pid, self.record.stop_signal) };
                 self.stops.push(PendingStop {
-                    client,
+                    client: Some(client),
                     deadline: Instant::now() + grace,
                     killed: false,
                 });
@@ -873,9 +941,14 @@ impl Shim {
             }
             Request::Exec(req) => {
                 if !running {
+                    let why = if restarting {
+                        "is restarting, wait until it is running"
+                    } else {
+                        "is not running"
+                    };
                     let r = Response::error(
                         ErrorKind::Conflict,
-                        format!("container {} is not running", self.id),
+                        format!("container {} {why}", self.id),
                     );
                     self.respond(client, &r);
                     return;
@@ -907,6 +980,15 @@ impl Shim {
         if let Some(cg) = &self.cgroup {
             let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL);
         }
+    }
+
+    /// Whether the kernel's OOM killer ended a process of the current run (cgroup counter).
+    fn oom_killed(&self) -> bool {
+        self.cgroup
+            .as_ref()
+            .and_then(|c| c.stats().ok())
+            .and_then(|s| s.oom_kills)
+            .is_some_and(|n| n > 0)
     }
 
     fn stats(&self) -> ContainerStats {
@@ -978,19 +1060,22 @@ impl Shim {
                 eprintln!("shim {}: log: {e}", self.id);
             }
         }
-        let oom_killed = self
-            .cgroup
-            .as_ref()
-            .and_then(|c| c.stats().ok())
-            .and_then(|s| s.oom_kills)
-            .is_some_and(|n| n > 0);
-        let record =
+        // After a restart was scheduled the cgroup is gone: its verdict was kept.
+        let oom_killed = match &self.cgroup {
+            Some(_) => self.oom_killed(),
+            None => self.sup.last_oom,
+        };
+        let mut record =
             ExitRecord::from_wait_status(status, oom_killed, Some(self.started_at), finished_at);
+        record.restart_count = self.sup.restart_count;
+        record.manually_stopped = self.sup.manually_stopped;
+        record.error = self.sup.error.clone();
+        self.abandon_probe();
         let write_result = record.write_with(&self.paths.exit(), !self.record.auto_remove);
         if let Err(e) = release(&self.id, &self.paths) {
             eprintln!("shim {}: {e:#}", self.id);
         }
-        let stops: Vec<u64> = self.stops.drain(..).map(|s| s.client).collect();
+        let stops: Vec<u64> = self.stops.drain(..).filter_map(|s| s.client).collect();
         for client in stops {
             self.respond(client, &Response::Ok);
         }
@@ -1028,6 +1113,32 @@ impl Shim {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
+}
+
+/// Creates and starts the container's init with fresh stdout/stderr pipes (stdin is
+/// /dev/null); returns its pid and the pipes' read ends, non-blocking. Used for the first
+/// start and for every restart.
+fn launch_init(
+    engine: &Libcontainer,
+    id: &str,
+    paths: &ContainerPaths,
+) -> Result<(i32, File, File), ShimError> {
+    let (out_r, out_w) = pipe().map_err(io_err("create the stdout pipe"))?;
+    let (err_r, err_w) = pipe().map_err(io_err("create the stderr pipe"))?;
+    let stdin = File::open("/dev/null").map_err(io_err("open /dev/null"))?;
+    let init_pid = engine.create(
+        id,
+        &paths.bundle(),
+        Stdio {
+            stdin: stdin.into(),
+            stdout: out_w,
+            stderr: err_w,
+        },
+    )?;
+    engine.start(id)?;
+    set_nonblocking(out_r.as_raw_fd());
+    set_nonblocking(err_r.as_raw_fd());
+    Ok((init_pid, File::from(out_r), File::from(err_r)))
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
