@@ -15,3 +15,4 @@ pub mod plan;
 pub mod process;
 pub mod reconcile;
 pub mod runtime;
+pub mod volume;

@@ -1,0 +1,1 @@
+//! Unit tests of the volume store and the copy-up.
