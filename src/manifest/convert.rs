@@ -120,11 +120,20 @@ impl<'a> Converter<'a> {
         } else {
             format!("{field}.{}", k.name)
         };
+        let candidates: Vec<&str> = if expected == SERVICE_FIELDS_HINT {
+            SERVICE_FIELDS.to_vec()
+        } else {
+            expected.split(", ").collect()
+        };
+        let hint = match closest(&k.name, &candidates) {
+            Some(c) => format!("did you mean {c:?}?"),
+            None => format!("check the spelling; allowed here: {expected}"),
+        };
         self.errors.push(LoadError::Invalid {
             location: Some(k.loc.clone()),
             subject: self.subject(&f),
             message: format!("additional property {:?} not allowed", k.name),
-            hint: Some(format!("check the spelling; allowed here: {expected}")),
+            hint: Some(hint),
         });
     }
 
@@ -749,7 +758,14 @@ impl<'a> Converter<'a> {
             }
         }
         for c in cycles {
-            self.errors.push(LoadError::DependencyCycle { chain: c });
+            let location = match (c.first(), c.get(1)) {
+                (Some(a), Some(b)) => ref_locs
+                    .get(&(a.clone(), format!("depends_on.{b}")))
+                    .cloned(),
+                _ => None,
+            };
+            self.errors
+                .push(LoadError::DependencyCycle { location, chain: c });
         }
     }
 
@@ -989,7 +1005,7 @@ impl<'a> Converter<'a> {
                     "remove it",
                 ),
                 n if n.starts_with("x-") => {}
-                _ => self.unknown_key(k, "", "the Compose service fields"),
+                _ => self.unknown_key(k, "", SERVICE_FIELDS_HINT),
             }
         }
         // image / build.
@@ -2362,7 +2378,6 @@ impl<'a> Converter<'a> {
             self.err(v, &f, "must be a mapping or null");
             return None;
         }
-        let errors_before = self.errors.len();
         let mut n = Network::default();
         let mut external_name = None;
         for (k, val) in self.map_entries(v, &f) {
@@ -2419,7 +2434,8 @@ impl<'a> Converter<'a> {
                 }
             }
         }
-        (self.errors.len() == errors_before).then_some(n)
+        // Kept even when invalid (the load fails anyway): references to it resolve.
+        Some(n)
     }
 
     fn ipam(&mut self, v: &Node, f: &str) -> Ipam {
@@ -2550,7 +2566,6 @@ impl<'a> Converter<'a> {
             self.err(v, &f, "must be a mapping or null");
             return None;
         }
-        let errors_before = self.errors.len();
         let mut vol = Volume::default();
         let mut external_name = None;
         for (k, val) in self.map_entries(v, &f) {
@@ -2605,7 +2620,7 @@ impl<'a> Converter<'a> {
                 }
             }
         }
-        (self.errors.len() == errors_before).then_some(vol)
+        Some(vol)
     }
 
     fn file_object(&mut self, section: &str, key: &str, v: &Node) -> Option<FileObject> {
@@ -2614,7 +2629,6 @@ impl<'a> Converter<'a> {
             self.err(v, &f, "must be a mapping");
             return None;
         }
-        let errors_before = self.errors.len();
         let mut o = FileObject::default();
         let mut external_name = None;
         for (k, val) in self.map_entries(v, &f) {
@@ -2690,8 +2704,97 @@ impl<'a> Converter<'a> {
                 }
             }
         }
-        (self.errors.len() == errors_before).then_some(o)
+        Some(o)
     }
+}
+
+const SERVICE_FIELDS_HINT: &str = "the Compose service fields";
+
+/// Service fields dockmaster reads (for "did you mean" hints).
+const SERVICE_FIELDS: &[&str] = &[
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "ports",
+    "expose",
+    "volumes",
+    "tmpfs",
+    "networks",
+    "network_mode",
+    "depends_on",
+    "links",
+    "healthcheck",
+    "restart",
+    "deploy",
+    "mem_limit",
+    "mem_reservation",
+    "memswap_limit",
+    "shm_size",
+    "cpus",
+    "cpu_shares",
+    "pids_limit",
+    "user",
+    "working_dir",
+    "hostname",
+    "container_name",
+    "labels",
+    "cap_add",
+    "cap_drop",
+    "privileged",
+    "read_only",
+    "tty",
+    "stdin_open",
+    "init",
+    "security_opt",
+    "sysctls",
+    "ulimits",
+    "stop_signal",
+    "stop_grace_period",
+    "extra_hosts",
+    "dns",
+    "dns_search",
+    "dns_opt",
+    "group_add",
+    "configs",
+    "secrets",
+    "pull_policy",
+    "platform",
+    "profiles",
+    "scale",
+    "extends",
+    "build",
+    "develop",
+    "logging",
+    "annotations",
+    "attach",
+];
+
+/// The candidate within edit distance 2 of `name` (closest first), for typo hints.
+fn closest<'c>(name: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    let mut best: Option<(usize, &str)> = None;
+    for &c in candidates {
+        let d = edit_distance(name, c);
+        if d <= 2 && d < name.len() && best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// Drops empty entries (an unset variable in `dns: ${X}` means no entry, as in compose).

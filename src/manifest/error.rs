@@ -126,14 +126,23 @@ pub enum LoadError {
         hint: Option<String>,
     },
     /// `include` (or `-f` files including each other) loops.
-    #[error("include cycle: {}; remove one of the includes", fmt_chain(.chain))]
-    IncludeCycle { chain: Vec<PathBuf> },
+    #[error("{}include cycle: {}; remove one of the includes", prefix(.location, &Subject::default()), fmt_chain(.chain))]
+    IncludeCycle {
+        location: Option<Location>,
+        chain: Vec<PathBuf>,
+    },
     /// `extends` loops.
-    #[error("extends cycle: {}; break the chain", .chain.join(" -> "))]
-    ExtendsCycle { chain: Vec<String> },
+    #[error("{}extends cycle: {}; break the chain", prefix(.location, &Subject::default()), .chain.join(" -> "))]
+    ExtendsCycle {
+        location: Option<Location>,
+        chain: Vec<String>,
+    },
     /// `depends_on` loops.
-    #[error("dependency cycle detected: {}; remove one of the depends_on entries", .chain.join(" -> "))]
-    DependencyCycle { chain: Vec<String> },
+    #[error("{}dependency cycle detected: {}; remove one of the depends_on entries", prefix(.location, &Subject::default()), .chain.join(" -> "))]
+    DependencyCycle {
+        location: Option<Location>,
+        chain: Vec<String>,
+    },
 }
 
 fn fmt_chain(paths: &[PathBuf]) -> String {
@@ -198,7 +207,10 @@ impl LoadError {
             | LoadError::Invalid { location, .. }
             | LoadError::Unsupported { location, .. }
             | LoadError::Interpolation { location, .. }
-            | LoadError::MissingFile { location, .. } => location.as_ref(),
+            | LoadError::MissingFile { location, .. }
+            | LoadError::IncludeCycle { location, .. }
+            | LoadError::ExtendsCycle { location, .. }
+            | LoadError::DependencyCycle { location, .. } => location.as_ref(),
             LoadError::Syntax { location, .. } => Some(location),
             _ => None,
         }

@@ -671,7 +671,15 @@ impl<'a> Loader<'a> {
             }
         };
         let me = (ctx.path.clone(), name.to_string());
-        if chain.contains(&me) || chain.len() >= MAX_CHAIN {
+        if chain.len() >= MAX_CHAIN {
+            self.errors.push(LoadError::Limit {
+                location: Some(ext.loc.clone()),
+                what: "depth of the extends chain".into(),
+                limit: MAX_CHAIN,
+            });
+            return false;
+        }
+        if chain.contains(&me) {
             let mut names: Vec<String> = chain
                 .iter()
                 .map(|(f, s)| format!("{s} in {}", f.display()))
@@ -681,7 +689,10 @@ impl<'a> Loader<'a> {
             key.sort();
             key.dedup();
             if self.reported_cycles.insert(key) {
-                self.errors.push(LoadError::ExtendsCycle { chain: names });
+                self.errors.push(LoadError::ExtendsCycle {
+                    location: Some(ext.loc.clone()),
+                    chain: names,
+                });
             }
             return false;
         }
@@ -695,7 +706,10 @@ impl<'a> Loader<'a> {
                         let mut names: Vec<String> =
                             vec![format!("{name} in {}", ctx.path.display())];
                         names.push(format!("{name} in {}", ctx.path.display()));
-                        self.errors.push(LoadError::ExtendsCycle { chain: names });
+                        self.errors.push(LoadError::ExtendsCycle {
+                            location: Some(ext.loc.clone()),
+                            chain: names,
+                        });
                     } else {
                         self.errors.push(
                             LoadError::invalid(
@@ -867,10 +881,21 @@ impl<'a> Loader<'a> {
                 continue;
             };
             if let Some(main) = inc.paths.first() {
-                if chain.contains(main) || chain.len() >= MAX_CHAIN {
+                if chain.len() >= MAX_CHAIN {
+                    self.errors.push(LoadError::Limit {
+                        location: Some(entry.loc.clone()),
+                        what: "depth of the include chain".into(),
+                        limit: MAX_CHAIN,
+                    });
+                    continue;
+                }
+                if chain.contains(main) {
                     let mut c = chain.to_vec();
                     c.push(main.clone());
-                    self.errors.push(LoadError::IncludeCycle { chain: c });
+                    self.errors.push(LoadError::IncludeCycle {
+                        location: Some(entry.loc.clone()),
+                        chain: c,
+                    });
                     continue;
                 }
             }
