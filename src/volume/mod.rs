@@ -152,6 +152,7 @@ impl Categorized for VolumeError {
             // machine's errors (disk full, I/O).
             VolumeError::Copy { source, .. } => match source.raw_os_error() {
                 Some(libc::ELOOP | libc::ENAMETOOLONG | libc::EINVAL) => Category::Invalid,
+                None if source.kind() == io::ErrorKind::InvalidInput => Category::Invalid,
                 _ => Category::Internal,
             },
         }

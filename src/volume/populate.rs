@@ -59,6 +59,8 @@ const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
 /// The kernel's limits for an xattr name list and one value.
 const XATTR_LIST_MAX: usize = 65536;
 const XATTR_SIZE_MAX: usize = 65536;
+/// Longest image path quoted in an error.
+const MESSAGE_PATH_MAX: usize = 256;
 /// Names renamed into `_data` per directory scan.
 const MOVE_BATCH: usize = 1024;
 
@@ -442,8 +444,14 @@ pub(super) fn copy_contents(
     dest: &OwnedFd,
     image_path: &str,
 ) -> Result<(), CopyError> {
+    // Paths in messages are cut: a deep tree makes kilobytes of them.
     let fail = |path: &[u8], source: io::Error| CopyError {
-        image_path: String::from_utf8_lossy(path).into_owned(),
+        image_path: match path.get(..MESSAGE_PATH_MAX) {
+            Some(head) if path.len() > MESSAGE_PATH_MAX => {
+                format!("{}...", String::from_utf8_lossy(head))
+            }
+            _ => String::from_utf8_lossy(path).into_owned(),
+        },
         source,
     };
     let root_path = image_path.trim_end_matches('/').as_bytes().to_vec();
