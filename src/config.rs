@@ -27,6 +27,10 @@ pub enum ConfigError {
 pub struct AgentConfig {
     #[serde(default)]
     pub registries: RegistriesConfig,
+    /// Absolute host paths a manifest may bind-mount besides its own project directory
+    /// (empty by default: a manifest cannot mount `/` or dockmaster's state).
+    #[serde(default)]
+    pub bind_allow: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

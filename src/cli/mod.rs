@@ -2,6 +2,7 @@
 
 pub mod container;
 pub mod debug;
+pub mod deploy;
 pub mod image;
 pub mod network;
 pub mod oci;
@@ -77,6 +78,15 @@ pub enum Command {
     Config(project::ConfigArgs),
     /// Check a Compose project; prints every problem.
     Validate(project::ValidateArgs),
+    /// Show what `apply` would change in a project, and why (exit 2 when changes are pending).
+    Plan(deploy::PlanArgs),
+    /// Converge the host to a project: pull, create, recreate, remove; health-gated with
+    /// automatic rollback.
+    Apply(deploy::ApplyArgs),
+    /// Remove a project's containers and networks (and volumes with -v).
+    Down(deploy::DownArgs),
+    /// Return a project to its previous good generation.
+    Rollback(deploy::RollbackArgs),
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -101,6 +111,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Shim(a) => Ok(container::shim(&cli.root, a)),
         Command::Config(a) => project::config(a),
         Command::Validate(a) => project::validate(a),
+        Command::Plan(a) => deploy::plan(&cli.root, &config()?, a),
+        Command::Apply(a) => deploy::apply(&cli.root, &config()?, a),
+        Command::Down(a) => deploy::down(&cli.root, a),
+        Command::Rollback(a) => deploy::rollback(&cli.root, &config()?, a),
         Command::Netd => crate::network::netd::run(&cli.root)
             .map(|()| 0)
             .map_err(Into::into),

@@ -58,7 +58,7 @@ pub struct ValidateArgs {
     pub project: ProjectArgs,
 }
 
-fn options(a: &ProjectArgs) -> anyhow::Result<LoadOptions> {
+pub(crate) fn options(a: &ProjectArgs) -> anyhow::Result<LoadOptions> {
     let environment: BTreeMap<String, String> = std::env::vars_os()
         .map(|(k, v)| {
             (
@@ -79,7 +79,7 @@ fn options(a: &ProjectArgs) -> anyhow::Result<LoadOptions> {
 }
 
 /// Loads the project, printing warnings; `None` (errors printed) when it is invalid.
-fn load(a: &ProjectArgs) -> anyhow::Result<Option<Project>> {
+pub(crate) fn load(a: &ProjectArgs) -> anyhow::Result<Option<Project>> {
     let opts = options(a)?;
     let mut err = std::io::stderr().lock();
     match load_project(&OsFiles, &opts) {

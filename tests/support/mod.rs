@@ -18,6 +18,7 @@ pub mod fixtures;
 pub mod http;
 pub mod image;
 pub mod layer;
+pub mod netns;
 pub mod proxy;
 pub mod registry;
 pub mod token;

@@ -1,0 +1,1071 @@
+//! Executing a plan: networks and volumes first, removals, then services in dependency order
+//! (waiting for each dependency's condition), each replica created from its pinned image; then
+//! the health gate, and a rollback to the last good generation when the update does not hold.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::config::AgentConfig;
+use crate::health::HealthStatus;
+use crate::manifest::model::{DependCondition, MountKind, Project, RestartPolicy, Service};
+use crate::manifest::ProjectFiles;
+use crate::plan::{
+    self, Action, DesiredService, DesiredState, Plan, RunState, ServiceInputs, Step,
+};
+use crate::runtime::container::{ContainerStore, Observed};
+use crate::runtime::create::create_supervised;
+use crate::runtime::protocol::Status;
+use crate::runtime::shim;
+
+use super::generations::{self, Generation, ServiceRecord, Status as GenStatus};
+use super::images::{self, Fetch, Resolved};
+use super::observe::{self, Found};
+use super::translate::{self, FileKind, HostPaths};
+use super::{networks, volumes, ReconcileError};
+
+/// Files larger than this are not hashed (their change is not detected; a bind-mounted file
+/// that large is data, not configuration).
+const MAX_HASHED_FILE: u64 = 64 << 20;
+
+/// How an apply behaves.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// How long updated services must stay running (and healthy, when they have a
+    /// healthcheck) before the generation counts as good.
+    pub stabilization: Duration,
+    /// The longest wait for a dependency's condition or for a container to become healthy.
+    pub timeout: Duration,
+    /// Also wait until every service (not only updated ones) is running and healthy.
+    pub wait_all: bool,
+    /// The source revision to record (git commit), when known.
+    pub revision: Option<String>,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            stabilization: Duration::from_secs(5),
+            timeout: Duration::from_secs(120),
+            wait_all: false,
+            revision: None,
+        }
+    }
+}
+
+/// The desired state of a loaded project, with its images resolved.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub project: Project,
+    pub images: BTreeMap<String, Resolved>,
+    pub state: DesiredState,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone)]
+pub struct ApplyReport {
+    pub plan: Plan,
+    /// The generation recorded (none when nothing changed).
+    pub generation: Option<u64>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    NoChanges,
+    Applied,
+    /// The update failed the health gate; the previous good generation was restored.
+    RolledBack {
+        reason: String,
+        to: Option<u64>,
+    },
+}
+
+/// The services a container's config hash covers: the spec without what does not shape one
+/// container (replica count, update order).
+pub fn service_inputs(
+    project: &Project,
+    service: &Service,
+    image: Option<&Resolved>,
+    files: &dyn ProjectFiles,
+) -> ServiceInputs {
+    let mut spec = serde_json::to_value(service).unwrap_or_default();
+    if let Some(obj) = spec.as_object_mut() {
+        obj.remove("scale");
+        if let Some(deploy) = obj.get_mut("deploy").and_then(|d| d.as_object_mut()) {
+            deploy.remove("replicas");
+            deploy.remove("update_config");
+        }
+    }
+    let mut hashed = BTreeMap::new();
+    let file_hash = |path: &Path| match files.read(path, MAX_HASHED_FILE) {
+        Ok(bytes) => hex::encode(Sha256::digest(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "missing".to_string(),
+        Err(e) => format!("unreadable: {e}"),
+    };
+    let rel = |p: &Path| -> String {
+        p.strip_prefix(&project.working_dir)
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    };
+    for env in &service.env_files {
+        hashed.insert(format!("env_file {}", rel(&env.path)), file_hash(&env.path));
+    }
+    for (refs, kind, objects) in [
+        (&service.configs, "config", &project.configs),
+        (&service.secrets, "secret", &project.secrets),
+    ] {
+        for r in refs {
+            match objects.get(&r.source) {
+                Some(o) => match (&o.file, &o.content) {
+                    (Some(file), _) => {
+                        hashed.insert(format!("{kind} {}", r.source), file_hash(file));
+                    }
+                    (None, Some(content)) => {
+                        hashed.insert(
+                            format!("{kind} {}", r.source),
+                            hex::encode(Sha256::digest(content.as_bytes())),
+                        );
+                    }
+                    _ => {}
+                },
+                None => {
+                    hashed.insert(format!("{kind} {}", r.source), "missing".into());
+                }
+            }
+        }
+    }
+    // Bind-mounted files of the project (directories are live mounts: not hashed).
+    for m in &service.volumes {
+        if m.kind != MountKind::Bind {
+            continue;
+        }
+        if let Some(src) = m.source.as_deref().map(Path::new) {
+            if src.starts_with(&project.working_dir) && files.is_file(src) {
+                hashed.insert(format!("bind {}", rel(src)), file_hash(src));
+            }
+        }
+    }
+    ServiceInputs {
+        spec,
+        image: service.image.clone(),
+        digest: image.map_or_else(|| "unresolved".to_string(), |i| i.digest.clone()),
+        files: hashed,
+    }
+}
+
+/// A service runs to completion when it is not restarted after a clean exit.
+fn one_shot(service: &Service) -> bool {
+    matches!(
+        service.restart,
+        None | Some(RestartPolicy::No) | Some(RestartPolicy::OnFailure { .. })
+    )
+}
+
+/// Builds the desired state of `project`.
+pub fn desired(
+    project: Project,
+    images: BTreeMap<String, Resolved>,
+    files: &dyn ProjectFiles,
+) -> Desired {
+    let mut services = BTreeMap::new();
+    let mut networks = BTreeSet::new();
+    let mut volumes = BTreeSet::new();
+    for service in project.services.values() {
+        let inputs = service_inputs(&project, service, images.get(&service.name), files);
+        let depends_on = service
+            .depends_on
+            .iter()
+            .map(|(k, d)| {
+                (
+                    k.clone(),
+                    plan::Dependency {
+                        condition: d.condition,
+                        restart: d.restart,
+                        required: d.required,
+                    },
+                )
+            })
+            .collect();
+        services.insert(
+            service.name.clone(),
+            DesiredService::new(
+                &service.name,
+                service.replicas(),
+                depends_on,
+                inputs,
+                one_shot(service),
+                service.update_order(),
+            ),
+        );
+        if service.network_mode.is_none() {
+            for key in service.networks.keys() {
+                if let Some(n) = project.networks.get(key).filter(|n| !n.external) {
+                    networks.insert(n.name.clone());
+                }
+            }
+        }
+        for m in &service.volumes {
+            if m.kind != MountKind::Volume {
+                continue;
+            }
+            if let Some(v) = m
+                .source
+                .as_deref()
+                .and_then(|k| project.volumes.get(k))
+                .filter(|v| !v.external)
+            {
+                volumes.insert(v.name.clone());
+            }
+        }
+    }
+    let state = DesiredState {
+        project: project.name.clone(),
+        services,
+        networks,
+        volumes,
+    };
+    Desired {
+        project,
+        images,
+        state,
+    }
+}
+
+/// Loads nothing, pulls nothing: what `plan` shows (images as stored locally).
+pub fn plan_project(
+    root: &Path,
+    config: &AgentConfig,
+    project: Project,
+    files: &dyn ProjectFiles,
+) -> Result<(Desired, Plan), ReconcileError> {
+    let images = images::resolve(root, config, &project, Fetch::LocalOnly, &mut |_| {})?;
+    let d = desired(project, images, files);
+    let (actual, _) =
+        observe::actual_state(root, &d.project.name, &d.state.networks, &d.state.volumes)?;
+    let plan = plan::plan(&d.state, &actual).map_err(ReconcileError::Plan)?;
+    Ok((d, plan))
+}
+
+struct Paths<'a> {
+    root: &'a Path,
+    project: &'a Project,
+    allow: &'a [PathBuf],
+}
+
+impl HostPaths for Paths<'_> {
+    fn volume(&self, name: &str) -> PathBuf {
+        volumes::data_path(self.root, name)
+    }
+    fn generated_file(&self, kind: FileKind, name: &str) -> PathBuf {
+        let kind = match kind {
+            FileKind::Config => "configs",
+            FileKind::Secret => "secrets",
+        };
+        self.root
+            .join("projects")
+            .join(&self.project.name)
+            .join(kind)
+            .join(name)
+    }
+    fn bind_allowed(&self, path: &Path) -> bool {
+        let clean = normalize(path);
+        clean.starts_with(&self.project.working_dir)
+            || self.allow.iter().any(|a| clean.starts_with(a))
+    }
+}
+
+/// `..` and `.` removed lexically, so `/project/../etc` does not pass as inside `/project`.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Applies `project`: pulls, plans, executes, gates on health, records the generation, and
+/// rolls back to the last good generation when the update does not hold.
+pub fn apply(
+    root: &Path,
+    config: &AgentConfig,
+    project: Project,
+    files: &dyn ProjectFiles,
+    opts: &ApplyOptions,
+    log: &mut dyn FnMut(String),
+) -> Result<ApplyReport, ReconcileError> {
+    let images = images::resolve(root, config, &project, Fetch::AsPolicy, log)?;
+    let d = desired(project, images, files);
+    let (actual, found) =
+        observe::actual_state(root, &d.project.name, &d.state.networks, &d.state.volumes)?;
+    let plan = plan::plan(&d.state, &actual).map_err(ReconcileError::Plan)?;
+    if plan.is_empty() {
+        if opts.wait_all {
+            let all: BTreeSet<String> = d.state.services.keys().cloned().collect();
+            gate(root, &d, &all, opts, log)?;
+        }
+        return Ok(ApplyReport {
+            plan,
+            generation: None,
+            outcome: Outcome::NoChanges,
+        });
+    }
+    let number = generations::next_number(root, &d.project.name)?;
+    let mut generation = Generation {
+        number,
+        created: SystemTime::now(),
+        status: GenStatus::Applying,
+        error: None,
+        revision: opts.revision.clone(),
+        working_dir: d.project.working_dir.clone(),
+        project: pinned_project_json(&d),
+        services: d
+            .state
+            .services
+            .iter()
+            .map(|(k, s)| {
+                (
+                    k.clone(),
+                    ServiceRecord {
+                        hash: s.hash.clone(),
+                        inputs: s.inputs.clone(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    generations::save(root, &d.project.name, &generation)?;
+    log(plan.to_string().trim_end().to_string());
+
+    let result = execute(root, config, &d, &plan, &found, number, opts, log).and_then(|()| {
+        let mut services: BTreeSet<String> = plan
+            .changed_services()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        if opts.wait_all {
+            services.extend(d.state.services.keys().cloned());
+        }
+        gate(root, &d, &services, opts, log)
+    });
+    match result {
+        Ok(()) => {
+            generation.status = GenStatus::Good;
+            generations::save(root, &d.project.name, &generation)?;
+            Ok(ApplyReport {
+                plan,
+                generation: Some(number),
+                outcome: Outcome::Applied,
+            })
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            generation.status = GenStatus::Failed;
+            generation.error = Some(reason.clone());
+            generations::save(root, &d.project.name, &generation)?;
+            log(format!("generation {number} failed: {reason}"));
+            let previous = generations::last_good(root, &d.project.name, Some(number))?;
+            let Some(previous) = previous else {
+                return Err(e);
+            };
+            log(format!("rolling back to generation {}", previous.number));
+            restore(root, config, &previous, opts, log).map_err(|re| ReconcileError::Rollback {
+                project: d.project.name.clone(),
+                reason: reason.clone(),
+                rollback: re.to_string(),
+            })?;
+            Ok(ApplyReport {
+                plan,
+                generation: Some(number),
+                outcome: Outcome::RolledBack {
+                    reason,
+                    to: Some(previous.number),
+                },
+            })
+        }
+    }
+}
+
+/// The project JSON with every service's image pinned to the digest it resolved to and env
+/// files dropped (their values are in `environment` already), so reloading it later gives the
+/// same containers.
+fn pinned_project_json(d: &Desired) -> serde_json::Value {
+    let mut v = serde_json::to_value(&d.project).unwrap_or_default();
+    if let Some(services) = v.get_mut("services").and_then(|s| s.as_object_mut()) {
+        for (name, s) in services.iter_mut() {
+            if let Some(obj) = s.as_object_mut() {
+                obj.remove("env_file");
+                if let Some(img) = d.images.get(name) {
+                    obj.insert("image".into(), img.pinned.clone().into());
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Re-applies a recorded generation (rollback): its project with pinned images, no gate
+/// failure rollback of its own.
+pub fn restore(
+    root: &Path,
+    config: &AgentConfig,
+    generation: &Generation,
+    opts: &ApplyOptions,
+    log: &mut dyn FnMut(String),
+) -> Result<(), ReconcileError> {
+    let project = load_recorded(generation)?;
+    let files = crate::manifest::OsFiles;
+    let images = images::resolve(root, config, &project, Fetch::AsPolicy, log)?;
+    let mut d = desired(project, images, &files);
+    // The recorded inputs are the truth (file contents may have changed since).
+    for (name, s) in d.state.services.iter_mut() {
+        if let Some(r) = generation.services.get(name) {
+            s.inputs = r.inputs.clone();
+            s.hash = r.hash.clone();
+        }
+    }
+    let (actual, found) =
+        observe::actual_state(root, &d.project.name, &d.state.networks, &d.state.volumes)?;
+    let plan = plan::plan(&d.state, &actual).map_err(ReconcileError::Plan)?;
+    log(plan.to_string().trim_end().to_string());
+    execute(
+        root,
+        config,
+        &d,
+        &plan,
+        &found,
+        generation.number,
+        opts,
+        log,
+    )?;
+    let changed: BTreeSet<String> = plan
+        .changed_services()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    gate(root, &d, &changed, opts, log)
+}
+
+/// The project of a generation, loaded again from its recorded JSON.
+pub fn load_recorded(generation: &Generation) -> Result<Project, ReconcileError> {
+    let file = generation.working_dir.join(".dockmaster-generation.json");
+    // Recorded values are already interpolated: escape `$` so loading them again keeps them.
+    let text = serde_json::to_vec(&escape_dollars(generation.project.clone())).unwrap_or_default();
+    let files = crate::manifest::MemFiles::new().with(&file, text);
+    let options = crate::manifest::LoadOptions {
+        files: vec![file.clone()],
+        project_directory: Some(generation.working_dir.clone()),
+        cwd: generation.working_dir.clone(),
+        ..Default::default()
+    };
+    crate::manifest::load_project(&files, &options).map_err(|e| ReconcileError::Invalid {
+        project: generation
+            .project
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        what: format!("generation {}", generation.number),
+        reason: e.to_string(),
+    })
+}
+
+fn escape_dollars(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(s.replace('$', "$$")),
+        Value::Array(a) => Value::Array(a.into_iter().map(escape_dollars).collect()),
+        Value::Object(o) => {
+            Value::Object(o.into_iter().map(|(k, v)| (k, escape_dollars(v))).collect())
+        }
+        other => other,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    root: &Path,
+    config: &AgentConfig,
+    d: &Desired,
+    plan: &Plan,
+    found: &[Found],
+    generation: u64,
+    opts: &ApplyOptions,
+    log: &mut dyn FnMut(String),
+) -> Result<(), ReconcileError> {
+    let store = ContainerStore::new(root);
+    let paths = Paths {
+        root,
+        project: &d.project,
+        allow: &config.bind_allow,
+    };
+    let mut waited: BTreeSet<String> = BTreeSet::new();
+    for step in &plan.steps {
+        let Step { action, reasons } = step;
+        match action {
+            Action::CreateNetwork { network } => {
+                let (key, decl) = d
+                    .project
+                    .networks
+                    .iter()
+                    .find(|(_, n)| &n.name == network)
+                    .ok_or_else(|| {
+                        ReconcileError::Network(format!("network {network} is not declared"))
+                    })?;
+                log(format!("creating network {network}"));
+                networks::create(root, &d.project.name, key, decl)?;
+            }
+            Action::CreateVolume { volume } => {
+                let key = d
+                    .project
+                    .volumes
+                    .iter()
+                    .find(|(_, v)| &v.name == volume)
+                    .map(|(k, _)| k.as_str());
+                log(format!("creating volume {volume}"));
+                volumes::create(root, &d.project.name, key, volume)?;
+            }
+            Action::Remove {
+                name, container, ..
+            } => {
+                log(format!("removing {name}: {}", reasons.join("; ")));
+                remove(&store, container)?;
+            }
+            Action::Create { service, replica } => {
+                if waited.insert(service.clone()) {
+                    wait_dependencies(root, d, service, opts, log)?;
+                }
+                log(format!(
+                    "creating {service} #{replica}: {}",
+                    reasons.join("; ")
+                ));
+                start(root, d, &paths, service, *replica, generation, None)?;
+            }
+            Action::Recreate {
+                service,
+                replica,
+                container,
+                name,
+                order,
+            } => {
+                if waited.insert(service.clone()) {
+                    wait_dependencies(root, d, service, opts, log)?;
+                }
+                log(format!(
+                    "recreating {service} #{replica} ({name}): {}",
+                    reasons.join("; ")
+                ));
+                let old = found.iter().find(|f| &f.record.id == container);
+                match order {
+                    plan::Order::StopFirst => {
+                        if let Some(old) = old {
+                            stop(&store, old)?;
+                        }
+                        remove(&store, container)?;
+                        start(root, d, &paths, service, *replica, generation, None)?;
+                    }
+                    plan::Order::StartFirst => {
+                        let hash = &d.state.services[service].hash;
+                        let temp = format!("{name}-{}", &hash[..8.min(hash.len())]);
+                        let id = start(root, d, &paths, service, *replica, generation, Some(temp))?;
+                        wait_ready(root, &id, d.project.services.get(service), opts)?;
+                        if let Some(old) = old {
+                            stop(&store, old)?;
+                        }
+                        remove(&store, container)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates and starts one replica; returns its id.
+fn start(
+    root: &Path,
+    d: &Desired,
+    paths: &Paths<'_>,
+    service_name: &str,
+    replica: u32,
+    generation: u64,
+    name: Option<String>,
+) -> Result<String, ReconcileError> {
+    let service = &d.project.services[service_name];
+    let desired = &d.state.services[service_name];
+    let image = d
+        .images
+        .get(service_name)
+        .ok_or_else(|| ReconcileError::Image {
+            image: service.image.clone(),
+            reason: format!("service {service_name}: the image is not stored"),
+        })?;
+    let mut cp = translate::container_plan(
+        &d.project,
+        service,
+        replica,
+        &image.pinned,
+        &desired.hash,
+        generation,
+        paths,
+    )
+    .map_err(ReconcileError::Translate)?;
+    if let Some(name) = name {
+        cp.request.name = Some(name);
+    }
+    for dir in &cp.host_dirs {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|source| ReconcileError::State {
+                what: format!("create bind source {}", dir.display()),
+                source,
+            })?;
+        }
+    }
+    for v in &cp.volumes {
+        let key = d
+            .project
+            .volumes
+            .iter()
+            .find(|(_, decl)| decl.name == v.name)
+            .map(|(k, _)| k.as_str());
+        volumes::create(root, &d.project.name, key, &v.name)?;
+        if !v.nocopy {
+            volumes::populate(root, &v.name, &image.layers, &v.target)?;
+        }
+    }
+    for (refs, kind, objects) in [
+        (&service.configs, FileKind::Config, &d.project.configs),
+        (&service.secrets, FileKind::Secret, &d.project.secrets),
+    ] {
+        for r in refs {
+            if let Some(content) = objects
+                .get(&r.source)
+                .filter(|o| o.file.is_none())
+                .and_then(|o| o.content.as_ref())
+            {
+                let path = paths.generated_file(kind, &r.source);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|source| ReconcileError::State {
+                        what: format!("create {}", parent.display()),
+                        source,
+                    })?;
+                }
+                crate::fsutil::write_atomic(&path, content.as_bytes()).map_err(|source| {
+                    ReconcileError::State {
+                        what: format!("write {}", path.display()),
+                        source,
+                    }
+                })?;
+            }
+        }
+    }
+    let (record, cpaths) = create_supervised(root, cp.request, cp.supervision).map_err(|e| {
+        ReconcileError::Container {
+            service: service_name.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    let inputs = serde_json::to_vec(&desired.inputs).unwrap_or_default();
+    crate::fsutil::write_atomic(&observe::inputs_path(&cpaths), &inputs).map_err(|source| {
+        ReconcileError::State {
+            what: format!("write the inputs of {}", record.name),
+            source,
+        }
+    })?;
+    shim::spawn(root, &record.id, &cpaths, false).map_err(|e| ReconcileError::Container {
+        service: service_name.to_string(),
+        reason: format!("start {}: {e}", record.name),
+    })?;
+    Ok(record.id)
+}
+
+fn stop(store: &ContainerStore, found: &Found) -> Result<(), ReconcileError> {
+    let paths = store.paths(&found.record.id);
+    if let Observed::Live(_) = &found.observed {
+        let grace = Duration::from_secs(found.record.stop_grace_secs);
+        if let Ok(mut c) =
+            crate::runtime::protocol::Client::connect(paths.socket(), Duration::from_secs(5))
+        {
+            let _ = c.stop(grace);
+        }
+    }
+    Ok(())
+}
+
+fn remove(store: &ContainerStore, id: &str) -> Result<(), ReconcileError> {
+    let Ok(record) = store.load(id) else {
+        return Ok(());
+    };
+    crate::cli::container::remove_container(store, &record, true).map_err(|e| {
+        ReconcileError::Container {
+            service: record
+                .labels
+                .get(translate::LABEL_SERVICE)
+                .cloned()
+                .unwrap_or_default(),
+            reason: format!("remove {}: {e:#}", record.name),
+        }
+    })
+}
+
+/// The current containers of one service.
+fn service_containers(
+    root: &Path,
+    project: &str,
+    service: &str,
+) -> Result<Vec<Found>, ReconcileError> {
+    Ok(observe::project_containers(root, project)?
+        .into_iter()
+        .filter(|f| f.actual.service == service)
+        .collect())
+}
+
+fn health_of(o: &Observed) -> Option<HealthStatus> {
+    match o {
+        Observed::Live(s) => s.health.as_ref().map(|h| h.status),
+        _ => None,
+    }
+}
+
+/// Whether a container counts as up: running (healthy when it has a healthcheck), or a
+/// one-shot that finished cleanly. `Err` when it can no longer get there.
+fn ready(f: &Found, one_shot: bool) -> Result<bool, String> {
+    match (&f.observed, f.actual.state) {
+        (_, RunState::Exited(0)) if one_shot => Ok(true),
+        (_, RunState::Exited(code)) => Err(format!("{} exited with code {code}", f.record.name)),
+        (_, RunState::Dead) => Err(format!("{} is dead (its shim is gone)", f.record.name)),
+        (Observed::Live(s), RunState::Running) if s.status == Status::Running => {
+            match health_of(&f.observed) {
+                None | Some(HealthStatus::Healthy) => Ok(true),
+                Some(HealthStatus::Starting) => Ok(false),
+                Some(HealthStatus::Unhealthy) => Err(format!(
+                    "{} is unhealthy{}",
+                    f.record.name,
+                    last_output(&f.observed)
+                )),
+            }
+        }
+        (_, RunState::Restarting) => Err(format!("{} is restarting (crash loop)", f.record.name)),
+        _ => Ok(false),
+    }
+}
+
+fn last_output(o: &Observed) -> String {
+    match o {
+        Observed::Live(s) => s
+            .health
+            .as_ref()
+            .and_then(|h| h.log.last())
+            .map(|p| format!(": {}", p.output.trim()))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// Waits until one container is ready (start-first updates).
+fn wait_ready(
+    root: &Path,
+    id: &str,
+    service: Option<&Service>,
+    opts: &ApplyOptions,
+) -> Result<(), ReconcileError> {
+    let Some(service) = service else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + opts.timeout;
+    loop {
+        let list = service_containers(root, &service_project(root, id)?, &service.name)?;
+        if let Some(f) = list.iter().find(|f| f.record.id == id) {
+            match ready(f, one_shot(service)) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(reason) => {
+                    return Err(ReconcileError::Gate {
+                        service: service.name.clone(),
+                        reason,
+                    })
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(ReconcileError::Gate {
+                service: service.name.clone(),
+                reason: format!("not ready after {}s", opts.timeout.as_secs()),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn service_project(root: &Path, id: &str) -> Result<String, ReconcileError> {
+    let record = ContainerStore::new(root)
+        .load(id)
+        .map_err(ReconcileError::Containers)?;
+    Ok(record
+        .labels
+        .get(translate::LABEL_PROJECT)
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// Waits for the conditions of `service`'s dependencies.
+fn wait_dependencies(
+    root: &Path,
+    d: &Desired,
+    service: &str,
+    opts: &ApplyOptions,
+    log: &mut dyn FnMut(String),
+) -> Result<(), ReconcileError> {
+    let Some(svc) = d.project.services.get(service) else {
+        return Ok(());
+    };
+    for (dep, cond) in &svc.depends_on {
+        let Some(dep_service) = d.project.services.get(dep) else {
+            continue;
+        };
+        let deadline = Instant::now() + opts.timeout;
+        let mut said = false;
+        loop {
+            let list = service_containers(root, &d.project.name, dep)?;
+            let state = dependency_met(&list, cond.condition, one_shot(dep_service));
+            match state {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(reason) if cond.required => {
+                    return Err(ReconcileError::Dependency {
+                        service: service.to_string(),
+                        dependency: dep.clone(),
+                        condition: cond.condition.as_str().to_string(),
+                        reason,
+                    })
+                }
+                Err(reason) => {
+                    log(format!("{service}: optional dependency {dep}: {reason}"));
+                    break;
+                }
+            }
+            if !said {
+                log(format!(
+                    "{service}: waiting for {dep} ({})",
+                    cond.condition.as_str()
+                ));
+                said = true;
+            }
+            if Instant::now() >= deadline {
+                return Err(ReconcileError::Dependency {
+                    service: service.to_string(),
+                    dependency: dep.clone(),
+                    condition: cond.condition.as_str().to_string(),
+                    reason: format!("not met after {}s", opts.timeout.as_secs()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(())
+}
+
+fn dependency_met(
+    list: &[Found],
+    condition: DependCondition,
+    one_shot: bool,
+) -> Result<bool, String> {
+    if list.is_empty() {
+        return Ok(false);
+    }
+    for f in list {
+        let ok = match condition {
+            DependCondition::Started => match f.actual.state {
+                RunState::Running | RunState::Restarting => true,
+                RunState::Exited(0) if one_shot => true,
+                RunState::Exited(code) => {
+                    return Err(format!("{} exited with code {code}", f.record.name))
+                }
+                RunState::Dead => return Err(format!("{} is dead", f.record.name)),
+                RunState::Created => false,
+            },
+            DependCondition::Healthy => match health_of(&f.observed) {
+                Some(HealthStatus::Healthy) => true,
+                Some(HealthStatus::Unhealthy) => {
+                    return Err(format!(
+                        "{} is unhealthy{}",
+                        f.record.name,
+                        last_output(&f.observed)
+                    ))
+                }
+                Some(HealthStatus::Starting) => false,
+                None => match f.actual.state {
+                    RunState::Exited(code) => {
+                        return Err(format!("{} exited with code {code}", f.record.name))
+                    }
+                    RunState::Dead => return Err(format!("{} is dead", f.record.name)),
+                    _ => return Err(format!("{} has no healthcheck", f.record.name)),
+                },
+            },
+            DependCondition::CompletedSuccessfully => match f.actual.state {
+                RunState::Exited(0) => true,
+                RunState::Exited(code) => {
+                    return Err(format!("{} exited with code {code}", f.record.name))
+                }
+                RunState::Dead => return Err(format!("{} is dead", f.record.name)),
+                _ => false,
+            },
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The health gate: every container of `services` must become ready within the timeout and
+/// then stay ready for the stabilization window.
+fn gate(
+    root: &Path,
+    d: &Desired,
+    services: &BTreeSet<String>,
+    opts: &ApplyOptions,
+    log: &mut dyn FnMut(String),
+) -> Result<(), ReconcileError> {
+    if services.is_empty() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + opts.timeout;
+    let mut stable_since: Option<Instant> = None;
+    log(format!(
+        "waiting for {} to be up for {}s",
+        services.iter().cloned().collect::<Vec<_>>().join(", "),
+        opts.stabilization.as_secs()
+    ));
+    loop {
+        let all = observe::project_containers(root, &d.project.name)?;
+        let mut all_ready = true;
+        for name in services {
+            let Some(service) = d.project.services.get(name) else {
+                continue;
+            };
+            let list: Vec<&Found> = all.iter().filter(|f| &f.actual.service == name).collect();
+            if list.len() < service.replicas() as usize {
+                all_ready = false;
+            }
+            for f in list {
+                match ready(f, one_shot(service)) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        if stable_since.is_some() {
+                            // It was ready and is not any more (a health flap).
+                            return Err(ReconcileError::Gate {
+                                service: name.clone(),
+                                reason: format!("{} stopped being ready", f.record.name),
+                            });
+                        }
+                        all_ready = false;
+                    }
+                    Err(reason) => {
+                        return Err(ReconcileError::Gate {
+                            service: name.clone(),
+                            reason,
+                        })
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        if all_ready {
+            let since = *stable_since.get_or_insert(now);
+            if now.duration_since(since) >= opts.stabilization {
+                return Ok(());
+            }
+        } else if now >= deadline {
+            return Err(ReconcileError::Gate {
+                service: services.iter().cloned().collect::<Vec<_>>().join(", "),
+                reason: format!("not up after {}s", opts.timeout.as_secs()),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{load_project, LoadOptions, MemFiles};
+
+    #[test]
+    fn bind_checks_see_through_dot_dot() {
+        assert_eq!(
+            normalize(Path::new("/srv/p/../../etc")),
+            PathBuf::from("/etc")
+        );
+        assert_eq!(
+            normalize(Path::new("/srv/p/./data")),
+            PathBuf::from("/srv/p/data")
+        );
+        let project = Project {
+            working_dir: "/srv/p".into(),
+            ..load(&MemFiles::new().with("/srv/p/compose.yaml", "services: {}\n"))
+        };
+        let paths = Paths {
+            root: Path::new("/var/lib/dm"),
+            project: &project,
+            allow: &[PathBuf::from("/data")],
+        };
+        assert!(paths.bind_allowed(Path::new("/srv/p/html")));
+        assert!(paths.bind_allowed(Path::new("/data/x")));
+        assert!(!paths.bind_allowed(Path::new("/srv/p/../../etc")));
+        assert!(!paths.bind_allowed(Path::new("/var/lib/dm")));
+    }
+
+    #[test]
+    fn recorded_strings_keep_their_dollars_when_loaded_again() {
+        let v = serde_json::json!({"a": ["x $Y $$"], "b": {"c": "$"}});
+        assert_eq!(
+            escape_dollars(v),
+            serde_json::json!({"a": ["x $$Y $$$$"], "b": {"c": "$$"}})
+        );
+    }
+
+    fn load(files: &MemFiles) -> Project {
+        let options = LoadOptions {
+            project_directory: Some("/srv/p".into()),
+            cwd: "/srv/p".into(),
+            ..LoadOptions::default()
+        };
+        load_project(files, &options).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn inputs_hash_env_files_configs_and_bound_files_by_content() {
+        let compose = "services:\n  web:\n    image: busybox\n    env_file: web.env\n    configs: [app]\n    volumes: [\"./site.conf:/etc/site.conf:ro\", \"./html:/www\"]\nconfigs:\n  app: {file: ./app.conf}\n";
+        let files = |env: &str| {
+            MemFiles::new()
+                .with("/srv/p/compose.yaml", compose)
+                .with("/srv/p/web.env", env)
+                .with("/srv/p/app.conf", "x=1")
+                .with("/srv/p/site.conf", "listen 80")
+        };
+        let a = files("A=1\n");
+        let project = load(&a);
+        let web = &project.services["web"];
+        let one = service_inputs(&project, web, None, &a);
+        let keys: Vec<&str> = one.files.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["bind site.conf", "config app", "env_file web.env"]);
+        assert_eq!(one.digest, "unresolved");
+        let b = files("A=2\n");
+        let project_b = load(&b);
+        let two = service_inputs(&project_b, &project_b.services["web"], None, &b);
+        assert_eq!(
+            two.changes_since(&one),
+            ["environment changed", "env_file web.env changed"]
+        );
+    }
+}

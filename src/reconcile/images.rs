@@ -1,0 +1,191 @@
+//! Resolving a project's images to digests: from the local store, pulling what the pull
+//! policy asks for (all pulls happen before anything is stopped). Every resolved image is also
+//! recorded under `repo@digest`, so a rollback finds it after the tag moved on.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::AgentConfig;
+use crate::image::metadata::ImageRecord;
+use crate::image::pull::{NoProgress, PullOptions, Puller};
+use crate::image::reference::Reference;
+use crate::image::registry::{ClientOptions, RegistryClient};
+use crate::image::ImageStore;
+use crate::manifest::model::{Project, PullPolicy};
+
+use super::ReconcileError;
+
+/// What a service's image resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// As written in the manifest.
+    pub reference: String,
+    /// `repo@sha256:…`: what containers are created from.
+    pub pinned: String,
+    /// The manifest digest (`sha256:…`), part of the config hash.
+    pub digest: String,
+    /// Layer diff IDs, bottom first (volume copy-up reads them).
+    pub layers: Vec<String>,
+}
+
+/// When images are fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// Only what is stored (plan): a missing image resolves to nothing.
+    LocalOnly,
+    /// As each service's `pull_policy` says (apply).
+    AsPolicy,
+}
+
+fn pinned(record: &ImageRecord) -> Result<(Reference, String), ReconcileError> {
+    let r = Reference::parse_pullable(&record.reference).map_err(|e| ReconcileError::Image {
+        image: record.reference.clone(),
+        reason: e.to_string(),
+    })?;
+    let pinned = format!("{}@{}", r.name(), record.manifest_digest);
+    Ok((r, pinned))
+}
+
+/// Makes `repo@digest` find this image even after its tag moves.
+fn record_pinned(store: &ImageStore, record: &ImageRecord) -> Result<String, ReconcileError> {
+    let (_, pinned) = pinned(record)?;
+    let have = store
+        .db
+        .get(&pinned)
+        .map_err(|e| ReconcileError::Image {
+            image: pinned.clone(),
+            reason: e.to_string(),
+        })?
+        .is_some();
+    if !have {
+        let mut alias = record.clone();
+        alias.reference = pinned.clone();
+        store.db.put(alias).map_err(|e| ReconcileError::Image {
+            image: pinned.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(pinned)
+}
+
+/// Resolves every service's image: service name -> image (absent when `LocalOnly` and
+/// not stored).
+pub fn resolve(
+    root: &Path,
+    config: &AgentConfig,
+    project: &Project,
+    fetch: Fetch,
+    log: &mut dyn FnMut(String),
+) -> Result<BTreeMap<String, Resolved>, ReconcileError> {
+    let store = ImageStore::open(root).map_err(|e| ReconcileError::Image {
+        image: String::new(),
+        reason: e.to_string(),
+    })?;
+    // Which references to pull, once each.
+    let mut to_pull: BTreeMap<String, Reference> = BTreeMap::new();
+    for service in project.services.values() {
+        let stored = store.find(&service.image).ok();
+        let policy = service.pull_policy.unwrap_or(PullPolicy::Missing);
+        let pull = match (fetch, &policy) {
+            (Fetch::LocalOnly, _) => false,
+            (_, PullPolicy::Always) => true,
+            (_, PullPolicy::Never) => {
+                if stored.is_none() {
+                    return Err(ReconcileError::Image {
+                        image: service.image.clone(),
+                        reason: format!(
+                            "service {}: pull_policy is never and the image is not stored",
+                            service.name
+                        ),
+                    });
+                }
+                false
+            }
+            _ => stored.is_none(),
+        };
+        if pull {
+            let r =
+                Reference::parse_pullable(&service.image).map_err(|e| ReconcileError::Image {
+                    image: service.image.clone(),
+                    reason: format!("service {}: {e}", service.name),
+                })?;
+            to_pull.insert(service.image.clone(), r);
+        }
+    }
+    if !to_pull.is_empty() {
+        let client =
+            RegistryClient::new(ClientOptions::from_config(&config.registries)).map_err(|e| {
+                ReconcileError::Image {
+                    image: String::new(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ReconcileError::Image {
+                image: String::new(),
+                reason: format!("start the async runtime: {e}"),
+            })?;
+        let puller = Arc::new(Puller::new(store.clone(), client, Arc::new(NoProgress)));
+        for image in to_pull.keys() {
+            log(format!("pulling {image}"));
+        }
+        let results = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for (image, r) in &to_pull {
+                let puller = puller.clone();
+                let r = r.clone();
+                let image = image.clone();
+                tasks.push(tokio::spawn(async move {
+                    let result = puller.pull(&r, &PullOptions::default()).await;
+                    (image, result)
+                }));
+            }
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await);
+            }
+            out
+        });
+        let mut failures = Vec::new();
+        for joined in results {
+            match joined {
+                Ok((_, Ok(_))) => {}
+                Ok((image, Err(e))) => failures.push(format!("{image}: {e}")),
+                Err(e) => failures.push(format!("pull task: {e}")),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(ReconcileError::Image {
+                image: String::new(),
+                reason: format!("pull failed (nothing was changed): {}", failures.join("; ")),
+            });
+        }
+    }
+    let mut out = BTreeMap::new();
+    for service in project.services.values() {
+        let Ok(record) = store.find(&service.image) else {
+            continue;
+        };
+        let pinned = match fetch {
+            Fetch::AsPolicy => record_pinned(&store, &record)?,
+            Fetch::LocalOnly => pinned(&record)?.1,
+        };
+        out.insert(
+            service.name.clone(),
+            Resolved {
+                reference: service.image.clone(),
+                pinned,
+                digest: record.manifest_digest.to_string(),
+                layers: record
+                    .layers
+                    .iter()
+                    .map(|l| l.diff_id.to_string())
+                    .collect(),
+            },
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,262 @@
+//! `plan` / `apply` / `down` / `rollback` end to end, as root, with real containers and
+//! networking inside a throwaway network namespace playing the host.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use support::netns::NetnsHost;
+
+const STACK: &str = r#"
+name: shop
+services:
+  init:
+    image: localhost/busybox:test
+    command: ["sh", "-c", "echo seeded > /data/init-done"]
+    volumes: [data:/data]
+  web:
+    image: localhost/busybox:test
+    command: ["sh", "-c", "mkdir -p /www && echo hello-$$GREETING > /www/index.html && exec httpd -f -p 80 -h /www"]
+    env_file: web.env
+    ports: ["8080:80"]
+    healthcheck:
+      test: ["CMD-SHELL", "test -f /www/index.html"]
+      interval: 1s
+      start_interval: 200ms
+      start_period: 10s
+      retries: 2
+    depends_on:
+      init: {condition: service_completed_successfully}
+    volumes: [data:/data]
+  worker:
+    image: localhost/busybox:test
+    command: ["sh", "-c", "while true; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 web 80 > /tmp/last.new && mv /tmp/last.new /tmp/last; sleep 0.5; done"]
+    depends_on:
+      web: {condition: service_healthy}
+volumes:
+  data: {}
+"#;
+
+struct Project {
+    host: NetnsHost,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(compose: &str, greeting: &str) -> Project {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("shop");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("compose.yaml"), compose).unwrap();
+        std::fs::write(dir.join("web.env"), format!("GREETING={greeting}\n")).unwrap();
+        Project {
+            host: NetnsHost::new("compose"),
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    fn dm(&self, args: &[&str]) -> Output {
+        let mut full: Vec<&str> = args.to_vec();
+        if matches!(args.first(), Some(&"apply") | Some(&"plan")) {
+            full.insert(1, self.dir.to_str().unwrap());
+        }
+        self.host.run(&full)
+    }
+
+    fn apply(&self) -> Output {
+        self.dm(&["apply", "--stabilization", "1", "--wait-timeout", "60"])
+    }
+
+    fn ids(&self) -> std::collections::BTreeMap<String, String> {
+        let out = self.host.ok(&["ps", "-a", "--format", "json"]);
+        let mut map = std::collections::BTreeMap::new();
+        for line in out.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let items = match v {
+                serde_json::Value::Array(a) => a,
+                other => vec![other],
+            };
+            for c in items {
+                let name = c["Names"].as_str().unwrap_or_default().to_string();
+                let id = c["ID"].as_str().unwrap_or_default().to_string();
+                map.insert(name, id);
+            }
+        }
+        map
+    }
+
+    fn exec(&self, container: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["exec", container];
+        args.extend_from_slice(cmd);
+        self.host.ok(&args)
+    }
+
+    fn get(&self) -> Option<String> {
+        self.host.in_ns(|| {
+            let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+            let mut body = String::new();
+            s.read_to_string(&mut body).ok()?;
+            Some(body)
+        })
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn write(dir: &Path, file: &str, content: &str) {
+    std::fs::write(dir.join(file), content).unwrap();
+}
+
+#[test]
+fn a_three_service_stack_converges_and_updates_only_what_changed() {
+    let p = Project::new(STACK, "one");
+    let plan = p.dm(&["plan"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    let out = String::from_utf8_lossy(&plan.stdout);
+    assert!(out.contains("+ web #1: new service"), "{out}");
+
+    let applied = p.apply();
+    assert!(applied.status.success(), "{}", text(&applied));
+    let body = eventually(
+        "web answers on the published port",
+        Duration::from_secs(10),
+        || p.get(),
+    );
+    assert!(body.contains("hello-one"), "{body}");
+    // The worker reaches web by its service name.
+    let last = eventually(
+        "the worker fetched from web",
+        Duration::from_secs(10),
+        || {
+            let out = p.host.run(&["exec", "shop-worker-1", "cat", "/tmp/last"]);
+            let s = String::from_utf8_lossy(&out.stdout).into_owned();
+            s.contains("hello-one").then_some(s)
+        },
+    );
+    assert!(last.contains("hello-one"));
+    // The one-shot init ran first and wrote into the named volume web mounts too.
+    assert_eq!(
+        p.exec("shop-web-1", &["cat", "/data/init-done"]).trim(),
+        "seeded"
+    );
+    let before = p.ids();
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    // Applying again changes nothing.
+    let plan = p.dm(&["plan"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    let again = p.apply();
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("no changes"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(p.ids(), before);
+
+    // A changed env file recreates only the service that uses it, and the plan says why.
+    write(&p.dir, "web.env", "GREETING=two\n");
+    let plan = p.dm(&["plan", "--format", "json"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    let v: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{v:#}");
+    assert_eq!(steps[0]["service"], "web");
+    let reasons = steps[0]["reasons"].to_string();
+    assert!(reasons.contains("env_file web.env changed"), "{reasons}");
+    let applied = p.apply();
+    assert!(applied.status.success(), "{}", text(&applied));
+    let after = p.ids();
+    assert_ne!(after["shop-web-1"], before["shop-web-1"]);
+    assert_eq!(after["shop-worker-1"], before["shop-worker-1"]);
+    assert_eq!(after["shop-init-1"], before["shop-init-1"]);
+    let body = eventually("the new web answers", Duration::from_secs(10), || {
+        p.get().filter(|b| b.contains("hello-two"))
+    });
+    assert!(body.contains("hello-two"));
+    // The named volume survived the recreation.
+    assert_eq!(
+        p.exec("shop-web-1", &["cat", "/data/init-done"]).trim(),
+        "seeded"
+    );
+
+    // down removes everything but the named volume.
+    let down = p.host.run(&["down", "shop"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(p.ids().is_empty());
+    assert!(p
+        .host
+        .root
+        .root()
+        .join("volumes/shop_data/_data/init-done")
+        .exists());
+}
+
+#[test]
+fn an_update_that_fails_its_healthcheck_is_rolled_back() {
+    let p = Project::new(STACK, "stable");
+    let applied = p.apply();
+    assert!(applied.status.success(), "{}", text(&applied));
+    let before = p.ids();
+
+    // The new version never becomes healthy.
+    let broken = STACK.replace("test -f /www/index.html", "test -f /www/missing");
+    write(&p.dir, "compose.yaml", &broken);
+    let failed = p.apply();
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("rolled back to generation 1"), "{err}");
+    assert!(err.contains("web"), "{err}");
+    // The previous version runs again and answers.
+    let body = eventually("the restored web answers", Duration::from_secs(10), || {
+        p.get()
+    });
+    assert!(body.contains("hello-stable"), "{body}");
+    let after = p.ids();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(after["shop-worker-1"], before["shop-worker-1"]);
+    // Nothing pending against the restored generation's compose file.
+    write(&p.dir, "compose.yaml", STACK);
+    let plan = p.dm(&["plan"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+}
+
+#[test]
+fn invalid_projects_are_refused_before_anything_changes() {
+    let p = Project::new(
+        "services:\n  a:\n    image: localhost/busybox:test\n    depends_on: [b]\n  b:\n    image: localhost/busybox:test\n    depends_on: [a]\n",
+        "x",
+    );
+    let out = p.apply();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cycle"), "{err}");
+    assert!(p.ids().is_empty());
+}
