@@ -1771,7 +1771,7 @@ impl<'a> Converter<'a> {
             self.err(it, f, "missing property 'target'");
             return None;
         };
-        if kind == MountKind::Bind && source.as_deref().is_none_or(str::is_empty) {
+        if kind == MountKind::Bind && source.as_deref().map_or(true, str::is_empty) {
             self.err(it, f, "a bind mount needs a source");
             return None;
         }
@@ -2776,7 +2776,7 @@ fn closest<'c>(name: &str, candidates: &[&'c str]) -> Option<&'c str> {
     let mut best: Option<(usize, &str)> = None;
     for &c in candidates {
         let d = edit_distance(name, c);
-        if d <= 2 && d < name.len() && best.is_none_or(|(bd, _)| d < bd) {
+        if d <= 2 && d < name.len() && best.map_or(true, |(bd, _)| d < bd) {
             best = Some((d, c));
         }
     }

@@ -290,7 +290,7 @@ impl<'a> Loader<'a> {
         let dict = self.load_model(&compose_files, &project_dir, &env, &[]);
         let mut dict = dict?;
         strip_tags(&mut dict);
-        if dict.as_map().is_none_or(|m| m.is_empty()) {
+        if dict.as_map().map_or(true, |m| m.is_empty()) {
             self.errors.push(LoadError::invalid(
                 Some(dict.loc.clone()),
                 None,
@@ -440,7 +440,7 @@ impl<'a> Loader<'a> {
                 match yaml::parse(&p, &text) {
                     Ok(docs) => Some(docs),
                     Err(e) => {
-                        self.errors.push(e);
+                        self.errors.push(*e);
                         None
                     }
                 }
@@ -1152,7 +1152,7 @@ fn resolve_paths(doc: &mut Node, dir: &Path, env: &Env) {
                     let is_local = vol
                         .get("driver")
                         .and_then(Node::as_str)
-                        .is_none_or(|d| d == "local");
+                        .map_or(true, |d| d == "local");
                     let is_bind = vol
                         .get("driver_opts")
                         .and_then(|o| o.get("o"))

@@ -185,7 +185,7 @@ pub fn format_float(f: f64) -> String {
 }
 
 /// Parses one YAML file into its documents (empty documents dropped).
-pub fn parse(path: &Arc<Path>, text: &str) -> Result<Vec<Node>, LoadError> {
+pub fn parse(path: &Arc<Path>, text: &str) -> Result<Vec<Node>, Box<LoadError>> {
     let mut options = Options::default();
     options.emit_comments = false;
     options.block_scalar_eof_without_line_feed = true;
@@ -241,21 +241,21 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn next(&mut self) -> Result<(Event<'a>, Span), LoadError> {
+    fn next(&mut self) -> Result<(Event<'a>, Span), Box<LoadError>> {
         match self.parser.next_event() {
             Some(Ok(ev)) => Ok(ev),
-            Some(Err(e)) => Err(LoadError::Syntax {
+            Some(Err(e)) => Err(Box::new(LoadError::Syntax {
                 location: Location {
                     file: self.path.clone(),
                     line: e.marker().line() as u32,
                     column: e.marker().col() as u32 + 1,
                 },
                 message: e.info(),
-            }),
-            None => Err(LoadError::Syntax {
+            })),
+            None => Err(Box::new(LoadError::Syntax {
                 location: self.loc_of(None),
                 message: "unexpected end of input".to_string(),
-            }),
+            })),
         }
     }
 
@@ -270,31 +270,31 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn syntax(&self, span: &Span, message: impl Into<String>) -> LoadError {
-        LoadError::Syntax {
+    fn syntax(&self, span: &Span, message: impl Into<String>) -> Box<LoadError> {
+        Box::new(LoadError::Syntax {
             location: self.loc_of(Some(span)),
             message: message.into(),
-        }
+        })
     }
 
     fn path_string(&self) -> String {
         self.keys.join(".").replace(".[", "[")
     }
 
-    fn count_node(&mut self, span: &Span) -> Result<(), LoadError> {
+    fn count_node(&mut self, span: &Span) -> Result<(), Box<LoadError>> {
         self.nodes += 1;
         if self.nodes > MAX_NODES {
-            return Err(LoadError::Limit {
+            return Err(Box::new(LoadError::Limit {
                 location: Some(self.loc_of(Some(span))),
                 what: "number of YAML nodes".to_string(),
                 limit: MAX_NODES,
-            });
+            }));
         }
         Ok(())
     }
 
     /// go-yaml's rule against alias bombs: many expansions relative to the document size.
-    fn check_aliasing(&self, loc: &Location) -> Result<(), LoadError> {
+    fn check_aliasing(&self, loc: &Location) -> Result<(), Box<LoadError>> {
         let total = self.nodes;
         let aliased = self.alias_nodes;
         let ratio = if total <= 400_000 {
@@ -305,33 +305,33 @@ impl<'a> Builder<'a> {
             0.99 - 0.89 * (total - 400_000) as f64 / 3_600_000.0
         };
         if aliased > 100 && total > 1000 && aliased as f64 / total as f64 > ratio {
-            return Err(LoadError::Syntax {
+            return Err(Box::new(LoadError::Syntax {
                 location: loc.clone(),
                 message: "document contains excessive aliasing".to_string(),
-            });
+            }));
         }
         Ok(())
     }
 
-    fn node(&mut self, ev: Event<'a>, span: Span, depth: usize) -> Result<Node, LoadError> {
+    fn node(&mut self, ev: Event<'a>, span: Span, depth: usize) -> Result<Node, Box<LoadError>> {
         if depth > MAX_DEPTH {
-            return Err(LoadError::Limit {
+            return Err(Box::new(LoadError::Limit {
                 location: Some(self.loc_of(Some(&span))),
                 what: "nesting depth".to_string(),
                 limit: MAX_DEPTH,
-            });
+            }));
         }
         let loc = self.loc_of(Some(&span));
         match ev {
             Event::Alias(id) => {
                 if self.open.contains(&id) {
-                    return Err(LoadError::Syntax {
+                    return Err(Box::new(LoadError::Syntax {
                         location: loc,
                         message: format!(
                             "cycle detected: an alias at {} refers to the node that contains it",
                             self.path_string()
                         ),
-                    });
+                    }));
                 }
                 let Some((node, size)) = self.anchors.get(&id) else {
                     return Err(self.syntax(&span, "alias to an unknown anchor"));
@@ -341,10 +341,10 @@ impl<'a> Builder<'a> {
                 self.alias_nodes += size;
                 if self.nodes > MAX_NODES {
                     // Checked before anything bigger is built from it.
-                    return Err(LoadError::Syntax {
+                    return Err(Box::new(LoadError::Syntax {
                         location: loc,
                         message: "document contains excessive aliasing".to_string(),
-                    });
+                    }));
                 }
                 Ok(node)
             }
@@ -411,7 +411,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn mapping(&mut self, depth: usize) -> Result<Map, LoadError> {
+    fn mapping(&mut self, depth: usize) -> Result<Map, Box<LoadError>> {
         let mut entries: Map = Vec::new();
         let mut merges: Vec<Node> = Vec::new();
         let mut seen: HashMap<String, u32> = HashMap::new();
@@ -457,10 +457,10 @@ impl<'a> Builder<'a> {
                 _ => return Err(self.syntax(&span, "unexpected YAML event in a mapping key")),
             };
             if let Some(line) = seen.get(&key) {
-                return Err(LoadError::Syntax {
+                return Err(Box::new(LoadError::Syntax {
                     location: key_loc,
                     message: format!("mapping key {key:?} already defined at line {line}"),
-                });
+                }));
             }
             seen.insert(key.clone(), key_loc.line);
             let (ev, vspan) = self.next()?;
@@ -482,19 +482,19 @@ impl<'a> Builder<'a> {
                 Value::Map(_) => vec![source],
                 Value::Seq(items) => items,
                 _ => {
-                    return Err(LoadError::Syntax {
+                    return Err(Box::new(LoadError::Syntax {
                         location: loc,
                         message: "a merge key (<<) must refer to a mapping or a list of mappings"
                             .to_string(),
-                    })
+                    }))
                 }
             };
             for m in maps {
                 let Value::Map(src) = m.value else {
-                    return Err(LoadError::Syntax {
+                    return Err(Box::new(LoadError::Syntax {
                         location: m.loc,
                         message: "a merge key (<<) list may only contain mappings".to_string(),
-                    });
+                    }));
                 };
                 for (k, v) in src {
                     if let std::collections::hash_map::Entry::Vacant(e) = seen.entry(k.name.clone())
@@ -508,16 +508,16 @@ impl<'a> Builder<'a> {
         Ok(entries)
     }
 
-    fn non_string_key(&self, loc: Location, shown: &str) -> LoadError {
+    fn non_string_key(&self, loc: Location, shown: &str) -> Box<LoadError> {
         let path = self.path_string();
-        LoadError::Syntax {
+        Box::new(LoadError::Syntax {
             location: loc,
             message: if path.is_empty() {
                 format!("non-string key at the top level: {shown}")
             } else {
                 format!("non-string key in {path}: {shown} (quote the key)")
             },
-        }
+        })
     }
 
     fn collection_tag(
@@ -525,7 +525,7 @@ impl<'a> Builder<'a> {
         tag: Option<&YamlTag>,
         core: &str,
         span: &Span,
-    ) -> Result<Tag, LoadError> {
+    ) -> Result<Tag, Box<LoadError>> {
         match tag {
             None => Ok(Tag::None),
             Some(t) if t.is_yaml_core_schema() && t.suffix() == core => Ok(Tag::None),
@@ -540,7 +540,7 @@ impl<'a> Builder<'a> {
         style: ScalarStyle,
         tag: Option<&YamlTag>,
         span: &Span,
-    ) -> Result<(Value, Tag), LoadError> {
+    ) -> Result<(Value, Tag), Box<LoadError>> {
         let Some(t) = tag else {
             return Ok((
                 if style == ScalarStyle::Plain {
