@@ -609,7 +609,7 @@ impl Copier {
         dest: &OwnedFd,
         rel: Vec<u8>,
     ) -> io::Result<()> {
-        let key = (st.st_dev as u64, st.st_ino as u64);
+        let key = (st.st_dev, st.st_ino);
         if st.st_nlink > 1 {
             if let Some(first) = self.links.get(&key) {
                 match rustix::fs::linkat(&self.dest_root, first, dest, name, AtFlags::empty()) {

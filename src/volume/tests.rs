@@ -700,7 +700,7 @@ fn bad_inputs_are_refused_naming_the_volume() {
     assert!(matches!(e, VolumeError::LayerInvalid { .. }), "{e}");
     let gone = format!("sha256:{}", "0".repeat(64));
     let e = store
-        .populate_from_image(&v, root, &[gone.clone()], "/data")
+        .populate_from_image(&v, root, std::slice::from_ref(&gone), "/data")
         .unwrap_err();
     assert!(matches!(e, VolumeError::LayerMissing { .. }), "{e}");
     assert_eq!(e.category(), Category::NotFound);
