@@ -835,7 +835,7 @@ impl Shim {
             },
             Some((status, at)) => {
                 let (exit_code, signal) = exit_code_and_signal(status);
-                let restarting = self.sup.restart_at.is_some();
+                let restarting = self.restarting();
                 ContainerState {
                     // 1.0 clients do not know `restarting`: Docker counts it as running.
                     status: match (restarting, minor) {
@@ -861,7 +861,7 @@ impl Shim {
 
     fn handle(&mut self, client: u64, request: Request) {
         let running = self.init_status.is_none();
-        let restarting = self.sup.restart_at.is_some();
+        let restarting = self.restarting();
         match request {
             Request::Hello { .. } => {}
             Request::State => {

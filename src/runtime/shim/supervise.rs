@@ -122,6 +122,12 @@ impl Shim {
             .should_restart(exit_code, self.sup.restart_count, false)
     }
 
+    /// Waiting for a restart: in the backoff, or ended and about to be restarted once its
+    /// output is drained (observers never see `exited` for a run that will be restarted).
+    pub(super) fn restarting(&self) -> bool {
+        self.sup.restart_at.is_some() || self.should_restart()
+    }
+
     /// The init ended for a restart: releases the run's engine state and cgroup, and waits
     /// the backoff (state `restarting`).
     pub(super) fn schedule_restart(&mut self) {
@@ -158,7 +164,12 @@ impl Shim {
             .unwrap_or_default();
         let delay = self.sup.backoff.next(ran);
         self.sup.restart_count += 1;
-        self.sup.restart_at = Some(Instant::now() + delay);
+        let now = Instant::now();
+        self.sup.restart_at = Some(now + delay);
+        // Deleting the engine's state allocated: give it back once quiet.
+        if self.trim_at.is_none() {
+            self.trim_at = Some(now + super::TRIM_AFTER_START);
+        }
         let (exit_code, _) = exit_code_and_signal(status);
         let why = if self.sup.unhealthy_stop {
             "it was unhealthy"
