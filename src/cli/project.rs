@@ -84,9 +84,7 @@ pub(crate) fn load(a: &ProjectArgs) -> anyhow::Result<Option<Project>> {
     let mut err = std::io::stderr().lock();
     match load_project(&OsFiles, &opts) {
         Ok(p) => {
-            for w in &p.warnings {
-                writeln!(err, "warning: {w}")?;
-            }
+            print_warnings(&mut err, &p)?;
             Ok(Some(p))
         }
         Err(errors) => {
@@ -108,6 +106,44 @@ pub(crate) fn load(a: &ProjectArgs) -> anyhow::Result<Option<Project>> {
             Ok(None)
         }
     }
+}
+
+/// Prints warnings once per place: a warning coming from a shared anchor or base service is
+/// listed with every service it applies to rather than repeated.
+fn print_warnings(out: &mut impl Write, p: &Project) -> std::io::Result<()> {
+    // (location, field, message) → services, in first-seen order.
+    let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    for w in &p.warnings {
+        let location = w
+            .location
+            .as_ref()
+            .map(|l| format!("{l}: "))
+            .unwrap_or_default();
+        let rest = if w.field.is_empty() {
+            w.message.clone()
+        } else {
+            format!("{}: {}", w.field, w.message)
+        };
+        let key = format!("{location}\0{rest}");
+        let i = *index.entry(key).or_insert_with(|| {
+            groups.push((location, rest, Vec::new()));
+            groups.len() - 1
+        });
+        if let Some(s) = &w.service {
+            groups[i].2.push(format!("{s:?}"));
+        }
+    }
+    for (location, rest, services) in groups {
+        let who = match services.len() {
+            0 => String::new(),
+            1 => format!("service {}: ", services[0]),
+            n if n <= 5 => format!("services {}: ", services.join(", ")),
+            n => format!("services {} and {} more: ", services[..5].join(", "), n - 5),
+        };
+        writeln!(out, "warning: {location}{who}{rest}")?;
+    }
+    Ok(())
 }
 
 /// `dockmaster config`.
