@@ -260,3 +260,66 @@ fn invalid_projects_are_refused_before_anything_changes() {
     assert!(err.contains("cycle"), "{err}");
     assert!(p.ids().is_empty());
 }
+
+fn restart_count(p: &Project, container: &str) -> u64 {
+    p.host.inspect(container)["RestartCount"]
+        .as_u64()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_crash_loop_backs_off_and_fails_the_apply() {
+    let p = Project::new(
+        "services:\n  crasher:\n    image: localhost/busybox:test\n    command: [\"sh\", \"-c\", \"exit 3\"]\n    restart: always\n",
+        "x",
+    );
+    let out = p.dm(&["apply", "--stabilization", "1", "--wait-timeout", "20"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("crasher")
+            && (err.contains("restarting") || err.contains("exited with code 3")),
+        "{err}"
+    );
+    // The shim keeps restarting it with growing delays (100 ms doubling): a few restarts in
+    // seconds, not hundreds.
+    let first = restart_count(&p, "shop-crasher-1");
+    std::thread::sleep(Duration::from_secs(3));
+    let later = restart_count(&p, "shop-crasher-1");
+    assert!(later > first, "no restart between {first} and {later}");
+    assert!(later < 40, "restarted {later} times: no backoff");
+}
+
+#[test]
+fn an_unhealthy_container_is_restarted() {
+    let p = Project::new(
+        r#"
+services:
+  app:
+    image: localhost/busybox:test
+    command: ["sh", "-c", "touch /tmp/ok && exec sleep 1000"]
+    healthcheck:
+      test: ["CMD-SHELL", "test -f /tmp/ok"]
+      interval: 500ms
+      start_interval: 200ms
+      start_period: 5s
+      retries: 2
+"#,
+        "x",
+    );
+    let out = p.apply();
+    assert!(out.status.success(), "{}", text(&out));
+    let id = p.ids()["shop-app-1"].clone();
+    assert_eq!(restart_count(&p, "shop-app-1"), 0);
+    p.exec("shop-app-1", &["rm", "/tmp/ok"]);
+    eventually(
+        "the unhealthy container is restarted",
+        Duration::from_secs(30),
+        || (restart_count(&p, "shop-app-1") >= 1).then_some(()),
+    );
+    // Same container, restarted in place, healthy again (the command recreates the file).
+    assert_eq!(p.ids()["shop-app-1"], id);
+    eventually("healthy again", Duration::from_secs(20), || {
+        (p.host.inspect("shop-app-1")["State"]["Health"]["Status"] == "healthy").then_some(())
+    });
+}
