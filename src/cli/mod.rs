@@ -7,6 +7,7 @@ pub mod image;
 pub mod network;
 pub mod oci;
 pub mod project;
+pub mod volume;
 
 use std::path::PathBuf;
 
@@ -74,6 +75,9 @@ pub enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Manage named volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Print the normalized Compose project (like `docker compose config`).
     Config(project::ConfigArgs),
     /// Check a Compose project; prints every problem.
@@ -100,6 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Debug(cmd) => debug::run(cmd, &cli.root),
         Command::Oci(cmd) => oci::run(&cli.root, cmd),
         Command::Network(cmd) => network::run(&cli.root, cmd),
+        Command::Volume(cmd) => volume::run(&cli.root, cmd),
         Command::Run(a) => container::run(&cli.root, &config()?, *a),
         Command::Ps(a) => container::ps(&cli.root, a),
         Command::Logs(a) => container::logs(&cli.root, a),
