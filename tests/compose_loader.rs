@@ -388,6 +388,8 @@ fn short_and_long_syntaxes() {
     assert_eq!(cache.resources.memory, Some(1 << 30));
     assert_eq!(cache.resources.pids, Some(50));
     assert_eq!(p.volumes["data"].name, "syntax_data");
+    assert_eq!(p.startup_order(), ["cache", "init", "full"]);
+    assert_eq!(cache.effective_restart(), RestartPolicy::No);
     assert_eq!(p.volumes["kept"].name, "kept");
 
     // The compose-spec JSON form.

@@ -20,7 +20,7 @@ use serde::{Serialize, Serializer};
 pub type Extension = serde_json::Map<String, serde_json::Value>;
 
 /// A loaded Compose project.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Project {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub configs: BTreeMap<String, FileObject>,
@@ -61,6 +61,49 @@ pub struct Project {
     pub warnings: Vec<Warning>,
 }
 
+impl Project {
+    /// Service names in start order: every service after the ones it depends on, ties broken
+    /// by name (deterministic). The loader has already refused dependency cycles; should one
+    /// remain, its services come last in name order.
+    pub fn startup_order(&self) -> Vec<String> {
+        let mut pending: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (name, s) in &self.services {
+            let deps = s
+                .depends_on
+                .keys()
+                .filter(|d| self.services.contains_key(*d))
+                .count();
+            pending.insert(name, deps);
+            for d in s.depends_on.keys() {
+                if self.services.contains_key(d) {
+                    dependents.entry(d.as_str()).or_default().push(name);
+                }
+            }
+        }
+        let mut ready: BTreeSet<&str> = pending
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut order = Vec::with_capacity(self.services.len());
+        while let Some(next) = ready.pop_first() {
+            order.push(next.to_string());
+            pending.remove(next);
+            for d in dependents.get(next).into_iter().flatten() {
+                if let Some(n) = pending.get_mut(d) {
+                    *n -= 1;
+                    if *n == 0 {
+                        ready.insert(d);
+                    }
+                }
+            }
+        }
+        order.extend(pending.keys().map(|k| k.to_string()));
+        order
+    }
+}
+
 /// A non-fatal finding, with where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
@@ -87,7 +130,7 @@ impl fmt::Display for Warning {
 
 /// One service, normalized. Field order is compose-go's, so JSON output matches
 /// `docker compose config`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Service {
     #[serde(skip)]
     pub name: String,
@@ -238,6 +281,25 @@ impl Service {
             .and_then(|d| d.replicas)
             .or(self.scale)
             .unwrap_or(1)
+    }
+
+    /// The restart policy to apply: `restart:`, else `deploy.restart_policy` translated like
+    /// Docker Compose does (`any` → always, `on-failure` with `max_attempts`, `none` → no),
+    /// else no.
+    pub fn effective_restart(&self) -> RestartPolicy {
+        if let Some(r) = self.restart {
+            return r;
+        }
+        let deploy = self.deploy.as_ref().and_then(|d| d.restart_policy.as_ref());
+        match deploy.and_then(|r| r.condition.as_deref()) {
+            Some("any") => RestartPolicy::Always,
+            Some("on-failure") => RestartPolicy::OnFailure {
+                max_retries: deploy
+                    .and_then(|r| r.max_attempts)
+                    .and_then(|n| u32::try_from(n).ok()),
+            },
+            _ => RestartPolicy::No,
+        }
     }
 
     /// `deploy.update_config.order`, default stop-first.
@@ -989,6 +1051,64 @@ mod tests {
         for (d, want) in cases {
             assert_eq!(go_duration(d), want, "{d:?}");
         }
+    }
+
+    #[test]
+    fn effective_restart_and_startup_order() {
+        let mut s = Service {
+            deploy: Some(Deploy {
+                restart_policy: Some(DeployRestartPolicy {
+                    condition: Some("on-failure".into()),
+                    max_attempts: Some(4),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.effective_restart(),
+            RestartPolicy::OnFailure {
+                max_retries: Some(4)
+            }
+        );
+        s.restart = Some(RestartPolicy::Always);
+        assert_eq!(s.effective_restart(), RestartPolicy::Always);
+        assert_eq!(Service::default().effective_restart(), RestartPolicy::No);
+
+        let dep = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| {
+                    (
+                        n.to_string(),
+                        Dependency {
+                            condition: DependCondition::Started,
+                            restart: false,
+                            required: true,
+                        },
+                    )
+                })
+                .collect()
+        };
+        let mut p = Project::default();
+        for (name, deps) in [
+            ("web", vec!["api", "cache"]),
+            ("api", vec!["db"]),
+            ("db", vec![]),
+            ("cache", vec![]),
+            ("jobs", vec!["db", "gone"]),
+        ] {
+            p.services.insert(
+                name.to_string(),
+                Service {
+                    name: name.to_string(),
+                    depends_on: dep(&deps),
+                    ..Default::default()
+                },
+            );
+        }
+        assert_eq!(p.startup_order(), ["cache", "db", "api", "jobs", "web"]);
     }
 
     #[test]
