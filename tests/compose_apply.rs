@@ -16,7 +16,7 @@ name: shop
 services:
   init:
     image: localhost/busybox:test
-    command: ["sh", "-c", "echo seeded > /data/init-done"]
+    command: ["sh", "-c", "echo seeded | tee /data/init-done"]
     volumes: [data:/data]
   web:
     image: localhost/busybox:test
@@ -168,6 +168,21 @@ fn a_three_service_stack_converges_and_updates_only_what_changed() {
     );
     let before = p.ids();
     assert_eq!(before.len(), 3, "{before:?}");
+    // ps groups by project and service and shows health; logs PROJECT SERVICE.
+    let ps = p
+        .host
+        .ok(&["ps", "-a", "--project", "shop", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = ps
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let services: Vec<&str> = rows
+        .iter()
+        .map(|r| r["Service"].as_str().unwrap())
+        .collect();
+    assert_eq!(services, ["init", "web", "worker"], "{ps}");
+    assert_eq!(rows[1]["Health"], "healthy", "{ps}");
+    assert_eq!(p.host.ok(&["logs", "shop", "init"]).trim(), "seeded");
 
     // Applying again changes nothing.
     let plan = p.dm(&["plan"]);

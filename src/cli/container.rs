@@ -201,6 +201,9 @@ pub struct PsArgs {
     /// `table` (default) or `json` (one object per line).
     #[arg(long, default_value = "table")]
     pub format: String,
+    /// Only the containers of this Compose project.
+    #[arg(long)]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -214,7 +217,11 @@ pub struct LogsArgs {
     /// Prefix each line with its timestamp.
     #[arg(short = 't', long)]
     pub timestamps: bool,
+    /// A container, or with SERVICE: a Compose project.
     pub container: String,
+    /// `logs PROJECT SERVICE`: every replica of the service, each line prefixed with the
+    /// container's name when there are several.
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -659,6 +666,24 @@ pub fn ps(root: &Path, args: PsArgs) -> anyhow::Result<i32> {
         }
         rows.push((record, observed));
     }
+    // Grouped by project and service (replicas in order); other containers after them,
+    // newest first as before.
+    let label = |r: &ContainerRecord, k: &str| r.labels.get(k).cloned();
+    use crate::reconcile::translate::{LABEL_NUMBER, LABEL_PROJECT, LABEL_SERVICE};
+    if let Some(p) = &args.project {
+        rows.retain(|(r, _)| label(r, LABEL_PROJECT).as_ref() == Some(p));
+    }
+    rows.sort_by_key(|(r, _)| {
+        let number: u32 = label(r, LABEL_NUMBER)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        (
+            label(r, LABEL_PROJECT).is_none(),
+            label(r, LABEL_PROJECT),
+            label(r, LABEL_SERVICE),
+            number,
+        )
+    });
     let mut out = std::io::stdout().lock();
     if args.quiet {
         for (r, _) in &rows {
@@ -676,6 +701,12 @@ pub fn ps(root: &Path, args: PsArgs) -> anyhow::Result<i32> {
                 "CreatedAt": format_rfc3339_nano(r.created),
                 "State": o.status_word(),
                 "Status": status_text(o),
+                "Project": label(r, LABEL_PROJECT).unwrap_or_default(),
+                "Service": label(r, LABEL_SERVICE).unwrap_or_default(),
+                "Health": match o {
+                    Observed::Live(s) => s.health.as_ref().map_or("", |h| h.status.as_str()),
+                    _ => "",
+                },
             });
             writeln!(out, "{line}")?;
         }
@@ -684,7 +715,7 @@ pub fn ps(root: &Path, args: PsArgs) -> anyhow::Result<i32> {
     if args.format != "table" {
         bail!("unknown --format {:?}: use table or json", args.format);
     }
-    let table: Vec<[String; 6]> = rows
+    let table: Vec<[String; 8]> = rows
         .iter()
         .map(|(r, o)| {
             let mut command = format!("\"{}\"", r.command.join(" "));
@@ -703,6 +734,8 @@ pub fn ps(root: &Path, args: PsArgs) -> anyhow::Result<i32> {
                 ago(r.created),
                 status_text(o),
                 r.name.clone(),
+                label(r, LABEL_PROJECT).unwrap_or_default(),
+                label(r, LABEL_SERVICE).unwrap_or_default(),
             ]
         })
         .collect();
@@ -713,6 +746,8 @@ pub fn ps(root: &Path, args: PsArgs) -> anyhow::Result<i32> {
         "CREATED",
         "STATUS",
         "NAMES",
+        "PROJECT",
+        "SERVICE",
     ]
     .map(String::from);
     let mut widths = header.clone().map(|h| h.chars().count());
@@ -1006,33 +1041,83 @@ fn inspect_json(r: &ContainerRecord, paths: &ContainerPaths, o: &Observed) -> se
 
 pub fn logs(root: &Path, args: LogsArgs) -> anyhow::Result<i32> {
     let store = ContainerStore::new(root);
-    let record = store.resolve(&args.container)?;
-    let paths = store.paths(&record.id);
-    let reader = LogReader::open(paths.log())?;
-    let mut stdout = std::io::stdout().lock();
-    let mut stderr = std::io::stderr();
-    let mut emit = |rec: crate::runtime::logs::LogRecord| -> std::io::Result<()> {
-        let line = if args.timestamps {
-            format!("{} {}", rec.time, rec.log)
+    let records = match &args.service {
+        None => vec![store.resolve(&args.container)?],
+        Some(service) => {
+            let found = crate::reconcile::observe::project_containers(root, &args.container)?;
+            let records: Vec<ContainerRecord> = found
+                .into_iter()
+                .filter(|f| &f.actual.service == service)
+                .map(|f| f.record)
+                .collect();
+            if records.is_empty() {
+                bail!(
+                    "project {}: no container of service {service}",
+                    args.container
+                );
+            }
+            records
+        }
+    };
+    let tail = if args.tail == "all" {
+        None
+    } else {
+        Some(
+            args.tail
+                .parse::<usize>()
+                .map_err(|_| anyhow!("invalid --tail {:?}: a number or \"all\"", args.tail))?,
+        )
+    };
+    let prefixed = records.len() > 1;
+    let width = records.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let args = std::sync::Arc::new(args);
+    let mut threads = Vec::new();
+    for record in records {
+        let paths = store.paths(&record.id);
+        let prefix = prefixed.then(|| format!("{:<width$} | ", record.name));
+        let follow_in_thread = prefixed && args.follow;
+        let args = args.clone();
+        let work = move || print_log(&paths, &args, tail, prefix.as_deref());
+        if follow_in_thread {
+            threads.push(std::thread::spawn(work));
         } else {
-            rec.log
-        };
+            work()?;
+        }
+    }
+    for t in threads {
+        t.join().map_err(|_| anyhow!("a log reader panicked"))??;
+    }
+    Ok(0)
+}
+
+/// Prints one container's log (its last `tail` records, then following with `-f`), each line
+/// after `prefix`. Lines go out whole, so readers of several logs interleave by line.
+fn print_log(
+    paths: &ContainerPaths,
+    args: &LogsArgs,
+    tail: Option<usize>,
+    prefix: Option<&str>,
+) -> anyhow::Result<()> {
+    let reader = LogReader::open(paths.log())?;
+    let emit = |rec: crate::runtime::logs::LogRecord| -> std::io::Result<()> {
+        let mut line = String::from(prefix.unwrap_or_default());
+        if args.timestamps {
+            line.push_str(&rec.time);
+            line.push(' ');
+        }
+        line.push_str(&rec.log);
         match rec.stream {
             Stream::Stdout => {
+                let mut stdout = std::io::stdout().lock();
                 stdout.write_all(line.as_bytes())?;
                 stdout.flush()
             }
-            Stream::Stderr => stderr.write_all(line.as_bytes()),
+            Stream::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
         }
     };
-    let snapshot: Vec<_> = if args.tail == "all" {
-        reader.records().collect::<Result<_, _>>()?
-    } else {
-        let n: usize = args
-            .tail
-            .parse()
-            .map_err(|_| anyhow!("invalid --tail {:?}: a number or \"all\"", args.tail))?;
-        reader.tail(n)?
+    let snapshot: Vec<_> = match tail {
+        None => reader.records().collect::<Result<_, _>>()?,
+        Some(n) => reader.tail(n)?,
     };
     for rec in snapshot {
         emit(rec)?;
@@ -1048,7 +1133,7 @@ pub fn logs(root: &Path, args: LogsArgs) -> anyhow::Result<i32> {
             emit(rec?)?;
         }
     }
-    Ok(0)
+    Ok(())
 }
 
 // ---- stop / kill / rm --------------------------------------------------------------------
