@@ -706,14 +706,22 @@ impl<'a> Converter<'a> {
                     ));
                 }
                 if s.replicas() > 1 {
-                    self.errors.push(at(
-                        "container_name",
-                        format!(
-                            "service {name:?} sets container_name but runs {} replicas",
+                    // Compose accepts this in `config` and fails at `up`; say so up front.
+                    self.errors.push(LoadError::Unsupported {
+                        location: ref_locs
+                            .get(&(name.clone(), "container_name".to_string()))
+                            .cloned()
+                            .or_else(|| loc.clone()),
+                        subject: Subject {
+                            service: Some(name.clone()),
+                            field: "container_name".into(),
+                        },
+                        message: format!(
+                            "container_name with {} replicas (container names are unique)",
                             s.replicas()
                         ),
-                        Some("remove container_name or run one replica"),
-                    ));
+                        hint: Some("remove container_name or run one replica".into()),
+                    });
                 }
             }
         }
