@@ -658,7 +658,9 @@ impl VolumeStore {
     /// (see [`populate`]). The path is resolved inside the image (symlinks in the image are
     /// followed as if the image were `/`, never on the host). Returns whether content was
     /// copied; `false` when the volume was populated before, is not empty, or the image has
-    /// no directory at the path.
+    /// no directory at the path (the layers are only looked at when a copy is due).
+    /// Content appears in `_data` only once complete: it is copied into a private staging
+    /// directory first, then its entries are renamed in.
     pub fn populate_from_image(
         &self,
         volume: &Volume,
@@ -682,8 +684,6 @@ impl VolumeStore {
         if container_path.len() > populate::PATH_MAX {
             return Err(invalid_path("longer than 4096 bytes"));
         }
-        let layers = snapshot_dirs(name, root, image_layers)?;
-
         let dir = self.volume_dir(name);
         let dir_fd = self.lock_volume(name, &dir)?;
         let Some(mut record) = self.read_record(name)? else {
@@ -707,6 +707,8 @@ impl VolumeStore {
         if !populate::is_empty(&data).map_err(Self::io_err(name, "read", &data_path))? {
             return Ok(false);
         }
+        // Only now: a populated or used volume needs no image (its layers may be gone).
+        let layers = snapshot_dirs(name, root, image_layers)?;
         let image = populate::open_image(&layers).map_err(|(layer, source)| VolumeError::Io {
             name: name.to_string(),
             action: "open the image layer",

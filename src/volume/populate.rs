@@ -250,8 +250,9 @@ pub(super) fn resolve(root: Merged, path: &str) -> io::Result<ImagePath> {
         }
     }
     match stack.pop() {
-        Some(dir) => Ok(ImagePath::Dir(dir)),
-        None => Ok(ImagePath::Missing),
+        // The root of an image without layers has nothing, not even metadata.
+        Some(dir) if !dir.fds.is_empty() => Ok(ImagePath::Dir(dir)),
+        _ => Ok(ImagePath::Missing),
     }
 }
 

@@ -717,6 +717,15 @@ fn bad_inputs_are_refused_naming_the_volume() {
     assert!(matches!(e, VolumeError::NotFound { .. }), "{e}");
     // No layers at all: an empty image has nothing to copy.
     assert!(!store.populate_from_image(&v, root, &[], "/data").unwrap());
+    assert!(!store.populate_from_image(&v, root, &[], "/").unwrap());
+    assert!(record(&store, "vol").get("populated").is_none());
+    // Once populated (or not empty), the layers are not even looked at.
+    assert!(store
+        .populate_from_image(&v, root, &layers.ids, "/data")
+        .unwrap());
+    assert!(!store
+        .populate_from_image(&v, root, std::slice::from_ref(&gone), "/data")
+        .unwrap());
 }
 
 #[test]
