@@ -160,8 +160,8 @@ pub fn service_inputs(
 /// A service runs to completion when it is not restarted after a clean exit.
 fn one_shot(service: &Service) -> bool {
     matches!(
-        service.restart,
-        None | Some(RestartPolicy::No) | Some(RestartPolicy::OnFailure { .. })
+        service.effective_restart(),
+        RestartPolicy::No | RestartPolicy::OnFailure { .. }
     )
 }
 

@@ -302,11 +302,11 @@ pub fn container_plan(
 /// Compose's `restart:` and `healthcheck:` as the shim takes them. `x-dockmaster:
 /// {restart_unhealthy: false}` on a service opts out of restarting unhealthy containers.
 pub fn supervision(service: &Service) -> Supervision {
-    let restart = match service.restart {
-        None | Some(ComposeRestart::No) => RestartPolicy::No,
-        Some(ComposeRestart::Always) => RestartPolicy::Always,
-        Some(ComposeRestart::UnlessStopped) => RestartPolicy::UnlessStopped,
-        Some(ComposeRestart::OnFailure { max_retries }) => RestartPolicy::OnFailure {
+    let restart = match service.effective_restart() {
+        ComposeRestart::No => RestartPolicy::No,
+        ComposeRestart::Always => RestartPolicy::Always,
+        ComposeRestart::UnlessStopped => RestartPolicy::UnlessStopped,
+        ComposeRestart::OnFailure { max_retries } => RestartPolicy::OnFailure {
             max_retries: max_retries.unwrap_or(0),
         },
     };
