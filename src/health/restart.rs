@@ -7,6 +7,10 @@
 //! whatever the policy: Docker cancels its restart manager in those cases too. `always` and
 //! `unless-stopped` only differ after a reboot (Docker: a daemon restart), which the exit
 //! record's `manually_stopped` lets a future agent decide.
+//!
+//! Restarts of unhealthy containers (the shim's `restart_unhealthy`, on by default) do not ask
+//! the policy, but they are restarts like the others: they take the same backoff and count
+//! in the restart count, so `on-failure:N` gives up after N restarts of any cause.
 
 use std::fmt;
 use std::str::FromStr;
