@@ -633,3 +633,58 @@ fn cli_config_and_validate() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn confined_loading_refuses_files_outside_the_root() {
+    let files = MemFiles::new()
+        .with(
+            "/repo/app/compose.yaml",
+            "services:\n  a:\n    image: x\n    env_file: /etc/shadow\n  b:\n    extends: {file: ../../etc/base.yaml, service: b}\n",
+        )
+        .with("/etc/shadow", "ROOT=x\n")
+        .with("/etc/base.yaml", "services:\n  b:\n    image: y\n");
+    let mut o = LoadOptions {
+        cwd: "/repo/app".into(),
+        ..LoadOptions::default()
+    };
+    // Unconfined (the CLI, like docker compose) reads them.
+    assert!(load_project(&files, &o).is_ok());
+    o.confine_to = Some("/repo".into());
+    let e = load_project(&files, &o).unwrap_err().to_string();
+    assert!(
+        e.contains("cannot read /etc/base.yaml: outside the project root /repo"),
+        "{e}"
+    );
+    assert!(
+        e.contains("cannot read /etc/shadow: outside the project root /repo"),
+        "{e}"
+    );
+}
+
+#[test]
+fn json_output_loads_back_to_the_same_model() {
+    // The executor records a generation as compose JSON and loads it again later.
+    let dir = data("valid/syntax");
+    let env = [("CERT_PEM", "-----BEGIN-----")];
+    let p = load(&dir, &[], &env);
+    let json = serde_json::to_vec(&p).unwrap();
+    let file = dir.join("recorded.json");
+    let files = MemFiles::new()
+        .with(&file, json)
+        .with(dir.join("secrets/token.txt"), "s3cret\n");
+    let o = LoadOptions {
+        files: vec![file.clone()],
+        environment: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        cwd: dir.clone(),
+        ..LoadOptions::default()
+    };
+    let again = load_project(&files, &o).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.services, p.services);
+    assert_eq!(again.networks, p.networks);
+    assert_eq!(again.volumes, p.volumes);
+    assert_eq!(again.secrets, p.secrets);
+    assert_eq!(again.configs, p.configs);
+}

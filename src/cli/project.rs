@@ -75,6 +75,7 @@ pub(crate) fn options(a: &ProjectArgs) -> anyhow::Result<LoadOptions> {
         env_files: a.env_files.clone(),
         environment,
         cwd: std::env::current_dir()?,
+        confine_to: None,
     })
 }
 

@@ -2429,8 +2429,12 @@ impl<'a> Converter<'a> {
             }
         }
         if n.external {
-            for (k, _) in v.as_map().map(Vec::as_slice).unwrap_or(&[]) {
-                if !matches!(k.name.as_str(), "name" | "external") && !k.name.starts_with("x-") {
+            for (k, val) in v.as_map().map(Vec::as_slice).unwrap_or(&[]) {
+                // Empty values (`ipam: {}` as `config` prints it) conflict with nothing.
+                if !matches!(k.name.as_str(), "name" | "external")
+                    && !k.name.starts_with("x-")
+                    && !is_empty_value(val)
+                {
                     self.err(
                         v,
                         &f,
@@ -2615,8 +2619,12 @@ impl<'a> Converter<'a> {
             }
         }
         if vol.external {
-            for (k, _) in v.as_map().map(Vec::as_slice).unwrap_or(&[]) {
-                if !matches!(k.name.as_str(), "name" | "external") && !k.name.starts_with("x-") {
+            for (k, val) in v.as_map().map(Vec::as_slice).unwrap_or(&[]) {
+                // Empty values (`ipam: {}` as `config` prints it) conflict with nothing.
+                if !matches!(k.name.as_str(), "name" | "external")
+                    && !k.name.starts_with("x-")
+                    && !is_empty_value(val)
+                {
                     self.err(
                         v,
                         &f,
@@ -2803,6 +2811,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+fn is_empty_value(n: &Node) -> bool {
+    match &n.value {
+        Value::Null => true,
+        Value::Map(m) => m.is_empty(),
+        Value::Seq(s) => s.is_empty(),
+        _ => false,
+    }
 }
 
 /// Drops empty entries (an unset variable in `dns: ${X}` means no entry, as in compose).

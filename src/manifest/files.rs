@@ -113,6 +113,65 @@ impl ProjectFiles for MemFiles {
     }
 }
 
+/// Confines another `ProjectFiles` to a directory: any path outside it (after lexical
+/// normalization) fails to read with `PermissionDenied`, so a project from an untrusted source
+/// cannot pull host files into the model (`env_file: /etc/shadow`, `extends: {file: ../..}`).
+/// Outside paths report as existing, so even optional references to them fail loudly. Symlinks
+/// inside the root are not resolved here: the agent's git-tree implementation has none, and
+/// `OsFiles` callers confining a working tree should not rely on this against symlinks.
+#[derive(Debug, Clone)]
+pub struct ConfinedFiles<F> {
+    pub inner: F,
+    pub root: PathBuf,
+}
+
+impl<F> ConfinedFiles<F> {
+    pub fn new(inner: F, root: impl AsRef<Path>) -> ConfinedFiles<F> {
+        ConfinedFiles {
+            inner,
+            root: normalize(root.as_ref()),
+        }
+    }
+
+    fn inside(&self, path: &Path) -> bool {
+        normalize(path).starts_with(&self.root)
+    }
+}
+
+impl<F: ProjectFiles> ProjectFiles for ConfinedFiles<F> {
+    fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+        if !self.inside(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("outside the project root {}", self.root.display()),
+            ));
+        }
+        self.inner.read(path, limit)
+    }
+
+    fn is_file(&self, path: &Path) -> bool {
+        !self.inside(path) || self.inner.is_file(path)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        self.inside(path) && self.inner.is_dir(path)
+    }
+}
+
+impl<F: ProjectFiles + ?Sized> ProjectFiles for &F {
+    fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+        (**self).read(path, limit)
+    }
+
+    fn is_file(&self, path: &Path) -> bool {
+        (**self).is_file(path)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        (**self).is_dir(path)
+    }
+}
+
 /// Lexical normalization: removes `.` and resolves `..` against the preceding component
 /// (never above the root), like Go's `filepath.Clean`. Symlinks are not consulted.
 pub fn normalize(path: &Path) -> PathBuf {
@@ -152,6 +211,24 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         let e = f.read(Path::new("/p/compose.yaml"), 0).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn confined_files_refuse_outside_paths() {
+        let f = MemFiles::new()
+            .with("/repo/app/compose.yaml", "a")
+            .with("/etc/shadow", "secret");
+        let c = ConfinedFiles::new(&f, "/repo/app");
+        assert_eq!(
+            c.read(Path::new("/repo/app/compose.yaml"), 10).unwrap(),
+            b"a"
+        );
+        let e = c
+            .read(Path::new("/repo/app/../../etc/shadow"), 10)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert!(c.is_file(Path::new("/etc/shadow")));
+        assert!(!c.is_dir(Path::new("/etc")));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::dotenv;
 use super::error::{LoadError, LoadErrors, Location, Subject};
-use super::files::{normalize, ProjectFiles};
+use super::files::{normalize, ConfinedFiles, ProjectFiles};
 use super::interpolate;
 use super::merge::{merge, merge_mappings, strip_tags};
 use super::model::{Project, Warning};
@@ -59,6 +59,9 @@ pub struct LoadOptions {
     pub environment: BTreeMap<String, String>,
     /// Base for the relative paths above (the CLI passes the current directory).
     pub cwd: PathBuf,
+    /// When set, no file outside this directory is read (include, extends, env files,
+    /// `.env`): what an agent loading an untrusted repository wants.
+    pub confine_to: Option<PathBuf>,
 }
 
 /// Loads, validates and normalizes a project. Every problem found is returned at once.
@@ -66,6 +69,14 @@ pub fn load_project(
     files: &dyn ProjectFiles,
     options: &LoadOptions,
 ) -> Result<Project, LoadErrors> {
+    let confined;
+    let files: &dyn ProjectFiles = match &options.confine_to {
+        Some(root) => {
+            confined = ConfinedFiles::new(files, normalize(&options.cwd.join(root)));
+            &confined
+        }
+        None => files,
+    };
     let mut l = Loader {
         fs: files,
         errors: Vec::new(),

@@ -14,6 +14,6 @@ pub mod syntax;
 pub mod yaml;
 
 pub use error::{LoadError, LoadErrors, Location, Subject};
-pub use files::{MemFiles, OsFiles, ProjectFiles};
+pub use files::{ConfinedFiles, MemFiles, OsFiles, ProjectFiles};
 pub use model::*;
 pub use load::{load_project, LoadOptions};
