@@ -29,6 +29,9 @@ pub struct ProjectArgs {
     /// Environment file for interpolation (repeatable; default: .env in the project directory).
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_files: Vec<PathBuf>,
+    /// The project directory (same as --project-directory; default: the current directory).
+    #[arg(value_name = "DIR", conflicts_with = "project_directory")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,7 +72,7 @@ pub(crate) fn options(a: &ProjectArgs) -> anyhow::Result<LoadOptions> {
         .collect();
     Ok(LoadOptions {
         files: a.files.clone(),
-        project_directory: a.project_directory.clone(),
+        project_directory: a.project_directory.clone().or_else(|| a.dir.clone()),
         project_name: a.project_name.clone(),
         profiles: a.profiles.clone(),
         env_files: a.env_files.clone(),
