@@ -2589,7 +2589,7 @@ impl<'a> Converter<'a> {
                     if vol
                         .driver
                         .as_deref()
-                        .is_some_and(|d| d != "local" && !d.is_empty())
+                        .is_some_and(|d| !matches!(d, "local" | "default" | ""))
                     {
                         self.unsupported(
                             val,
