@@ -26,8 +26,7 @@ pub enum PlanFormat {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// The project directory (default: the current directory).
-    pub dir: Option<PathBuf>,
+    /// The project (its directory is the optional DIR argument).
     #[command(flatten)]
     pub project: ProjectArgs,
     /// Output format.
@@ -37,8 +36,7 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// The project directory (default: the current directory).
-    pub dir: Option<PathBuf>,
+    /// The project (its directory is the optional DIR argument).
     #[command(flatten)]
     pub project: ProjectArgs,
     /// Also wait until every service (not only the updated ones) is running and healthy.
@@ -71,19 +69,6 @@ pub struct RollbackArgs {
     pub wait_timeout: u64,
 }
 
-/// Loads the project of `dir` (or the current directory) as `docker compose` would from
-/// inside it. `root` must be absolute by then.
-fn load(
-    dir: Option<&Path>,
-    args: &ProjectArgs,
-) -> anyhow::Result<Option<crate::manifest::Project>> {
-    if let Some(dir) = dir {
-        std::env::set_current_dir(dir)
-            .with_context(|| format!("project directory {}", dir.display()))?;
-    }
-    super::project::load(args)
-}
-
 fn absolute(root: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(root).with_context(|| format!("resolve {}", root.display()))
 }
@@ -92,7 +77,7 @@ fn absolute(root: &Path) -> anyhow::Result<PathBuf> {
 /// are pending, 1 on errors.
 pub fn plan(root: &Path, config: &AgentConfig, args: PlanArgs) -> anyhow::Result<i32> {
     let root = absolute(root)?;
-    let Some(project) = load(args.dir.as_deref(), &args.project)? else {
+    let Some(project) = super::project::load(&args.project)? else {
         return Ok(1);
     };
     let (_, plan) = apply::plan_project(&root, config, project, &OsFiles)?;
@@ -106,7 +91,7 @@ pub fn plan(root: &Path, config: &AgentConfig, args: PlanArgs) -> anyhow::Result
 /// `dockmaster apply DIR`.
 pub fn apply(root: &Path, config: &AgentConfig, args: ApplyArgs) -> anyhow::Result<i32> {
     let root = absolute(root)?;
-    let Some(project) = load(args.dir.as_deref(), &args.project)? else {
+    let Some(project) = super::project::load(&args.project)? else {
         return Ok(1);
     };
     let opts = ApplyOptions {
