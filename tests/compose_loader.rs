@@ -208,12 +208,29 @@ fn profiles_from_flags_and_environment() {
     assert_eq!(p.services.keys().collect::<Vec<_>>(), ["app"]);
     assert_eq!(
         p.disabled_services.iter().collect::<Vec<_>>(),
-        ["debug", "metrics"]
+        ["debug", "devtools", "metrics"]
     );
+    // What dockmaster cannot run in a disabled service only warns...
+    let w: Vec<String> = p.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        w.iter().any(|w| w.contains("service \"devtools\": devices: unsupported devices is not supported by dockmaster's runtime, ignored while the service is disabled by its profiles")),
+        "{w:?}"
+    );
+    // ...and refuses the project once the profile is active.
+    let mut o = options(&dir, &[], &[]);
+    o.profiles = vec!["dev".into()];
+    let e = load_project(&OsFiles, &o).unwrap_err();
+    assert_eq!(e.iter().filter(|e| e.is_unsupported()).count(), 2, "{e}");
     let mut o = options(&dir, &[], &[]);
     o.profiles = vec!["debug".into()];
     let p = load_project(&OsFiles, &o).unwrap();
     assert_eq!(p.services.len(), 3);
+    let mut o = options(&dir, &[], &[]);
+    o.profiles = vec!["*".into()];
+    assert!(
+        load_project(&OsFiles, &o).is_err(),
+        "devtools is enabled by *"
+    );
     let p = load(&dir, &[], &[("COMPOSE_PROFILES", "monitoring")]);
     assert_eq!(p.services.keys().collect::<Vec<_>>(), ["app", "metrics"]);
 }

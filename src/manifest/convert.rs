@@ -37,6 +37,10 @@ pub(crate) struct Converter<'a> {
     /// Where each reference of a service is written ((service, "depends_on.db") → location),
     /// so consistency errors point at the entry.
     ref_locs: HashMap<(String, String), Location>,
+    /// Services without an image: (location, has build:), reported if they stay active.
+    no_image: BTreeMap<String, (Location, bool)>,
+    /// Range of `errors` each service's conversion produced.
+    service_errors: HashMap<String, (usize, usize)>,
     /// Services dropped by the loader after an error (references to them are not reported).
     pub(crate) broken: &'a BTreeSet<String>,
 }
@@ -61,6 +65,8 @@ impl<'a> Converter<'a> {
             service: None,
             service_locs: HashMap::new(),
             ref_locs: HashMap::new(),
+            no_image: BTreeMap::new(),
+            service_errors: HashMap::new(),
             broken: &NO_NAMES,
         }
     }
@@ -521,14 +527,18 @@ impl<'a> Converter<'a> {
                     self.err(&node, &format!("services.{name}"), "must be a mapping");
                     continue;
                 }
+                let first_error = self.errors.len();
                 let s = self.service(&name, &node);
                 self.service = None;
+                self.service_errors
+                    .insert(name.clone(), (first_error, self.errors.len()));
                 if let Some(s) = s {
                     project.services.insert(name, s);
                 }
             }
         }
         self.apply_profiles(&mut project);
+        self.relax_disabled(&project);
         self.normalize(&mut project);
         self.check(&mut project);
         if self.errors.len() > errors_before {
@@ -551,6 +561,45 @@ impl<'a> Converter<'a> {
         for n in disabled {
             p.services.remove(&n);
             p.disabled_services.insert(n);
+        }
+    }
+
+    /// A service left out by its profiles is not deployed: what dockmaster does not support
+    /// in it is only a warning (a `build:`-only dev service must not block the project).
+    fn relax_disabled(&mut self, p: &Project) {
+        let mut relaxed: BTreeSet<usize> = BTreeSet::new();
+        for name in &p.disabled_services {
+            if let Some(&(from, to)) = self.service_errors.get(name) {
+                for i in from..to.min(self.errors.len()) {
+                    if self.errors[i].is_unsupported() {
+                        relaxed.insert(i);
+                    }
+                }
+            }
+        }
+        if relaxed.is_empty() {
+            return;
+        }
+        let errors = std::mem::take(self.errors);
+        for (i, e) in errors.into_iter().enumerate() {
+            if !relaxed.contains(&i) {
+                self.errors.push(e);
+                continue;
+            }
+            if let LoadError::Unsupported {
+                location,
+                subject,
+                message,
+                ..
+            } = e
+            {
+                self.warnings.push(Warning {
+                    location,
+                    service: subject.service,
+                    field: subject.field,
+                    message: format!("unsupported {message}, ignored while the service is disabled by its profiles"),
+                });
+            }
         }
     }
 
@@ -614,6 +663,32 @@ impl<'a> Converter<'a> {
         let names: BTreeSet<String> = p.services.keys().cloned().collect();
         let mut container_names: HashMap<String, String> = HashMap::new();
         let ref_locs = std::mem::take(&mut self.ref_locs);
+        for (name, (loc, has_build)) in std::mem::take(&mut self.no_image) {
+            if !p.services.contains_key(&name) {
+                continue;
+            }
+            let subject = Subject {
+                service: Some(name.clone()),
+                field: if has_build { "build" } else { "image" }.to_string(),
+            };
+            self.errors.push(if has_build {
+                LoadError::Unsupported {
+                    location: Some(loc),
+                    subject,
+                    message: "building images (build: without image:)".into(),
+                    hint: Some("build and push the image elsewhere and set image:".into()),
+                }
+            } else {
+                LoadError::Invalid {
+                    location: Some(loc),
+                    subject,
+                    message: format!(
+                        "service {name:?} has neither an image nor a build context specified"
+                    ),
+                    hint: Some("set image:".into()),
+                }
+            });
+        }
         for (name, s) in &p.services {
             let loc = self.service_locs.get(name).cloned();
             let at = |field: &str, msg: String, hint: Option<&str>| LoadError::Invalid {
@@ -1016,20 +1091,12 @@ impl<'a> Converter<'a> {
                 _ => self.unknown_key(k, "", SERVICE_FIELDS_HINT),
             }
         }
-        // image / build.
+        // image / build: checked for active services only (as compose's consistency check).
         match (s.image.is_empty(), build) {
-            (true, None) => self.err_hint(
-                node,
-                "image",
-                format!("service {name:?} has neither an image nor a build context specified"),
-                "set image:",
-            ),
-            (true, Some(b)) => self.unsupported(
-                b,
-                "build",
-                "building images (build: without image:)",
-                "build and push the image elsewhere and set image:",
-            ),
+            (true, b) => {
+                let loc = b.map(|b| b.loc.clone()).unwrap_or_else(|| node.loc.clone());
+                self.no_image.insert(name.to_string(), (loc, b.is_some()));
+            }
             (false, Some(b)) => self.warn(
                 b,
                 "build",
