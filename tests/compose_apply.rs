@@ -338,3 +338,93 @@ services:
         (p.host.inspect("shop-app-1")["State"]["Health"]["Status"] == "healthy").then_some(())
     });
 }
+
+/// Imports busybox under `tag`, with `env` in its config (a different image each time).
+fn import_app(p: &Project, tag: &str, env: &str) {
+    let image = support::ImageBuilder::new()
+        .layer(support::busybox_rootfs().build())
+        .cmd(&["sh"])
+        .env(env)
+        .build();
+    let layout = p
+        ._tmp
+        .path()
+        .join(format!("layout-{}", env.replace('=', "-")));
+    support::write_oci_layout(&layout, &[(tag, &image)]);
+    p.host
+        .ok(&["image", "import", layout.to_str().unwrap(), "--tag", tag]);
+}
+
+const APP: &str = r#"
+name: shop
+services:
+  app:
+    image: localhost/app:current
+    command: ["sh", "-c", "mkdir -p /www && echo version-$$VERSION > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports: ["8080:80"]
+    deploy:
+      replicas: 2
+      update_config: {order: start-first}
+    healthcheck:
+      test: ["CMD-SHELL", "test \"$$VERSION\" != broken"]
+      interval: 500ms
+      start_interval: 200ms
+      start_period: 3s
+      retries: 2
+"#;
+
+#[test]
+fn a_new_image_that_fails_its_healthcheck_is_rolled_back_by_digest() {
+    let p = Project::new(APP.replace("8080:80", "8080-8081:80").as_str(), "x");
+    import_app(&p, "localhost/app:current", "VERSION=1");
+    let out = p.apply();
+    assert!(out.status.success(), "{}", text(&out));
+    let v1 = p.ids();
+    assert_eq!(v1.len(), 2, "{v1:?}");
+
+    // The tag moves to a new image whose healthcheck fails: the digest change is the reason,
+    // start-first keeps the old replicas serving, and the rollback finds the old image by
+    // its digest although the tag now names the new one.
+    import_app(&p, "localhost/app:current", "VERSION=broken");
+    let plan = p.dm(&["plan"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).contains("image digest"),
+        "{}",
+        text(&plan)
+    );
+    let failed = p.apply();
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("rolled back to generation 1"),
+        "{}",
+        text(&failed)
+    );
+    let after = p.ids();
+    assert_eq!(after.len(), 2, "{after:?}");
+    for name in after.keys() {
+        let env = p.exec(name, &["sh", "-c", "echo $VERSION"]);
+        assert_eq!(env.trim(), "1", "{name} runs the old image");
+    }
+    let body = eventually("the old version answers", Duration::from_secs(10), || {
+        p.get()
+    });
+    assert!(body.contains("version-1"), "{body}");
+
+    // A good new version applies; `rollback` then returns to the previous good generation.
+    import_app(&p, "localhost/app:current", "VERSION=2");
+    let out = p.apply();
+    assert!(out.status.success(), "{}", text(&out));
+    for name in p.ids().keys() {
+        assert_eq!(p.exec(name, &["sh", "-c", "echo $VERSION"]).trim(), "2");
+    }
+    let back = p.host.run(&["rollback", "shop", "--stabilization", "1"]);
+    assert!(back.status.success(), "{}", text(&back));
+    for name in p.ids().keys() {
+        assert_eq!(
+            p.exec(name, &["sh", "-c", "echo $VERSION"]).trim(),
+            "1",
+            "{name}"
+        );
+    }
+}

@@ -326,7 +326,8 @@ fn try_lock(file: &File, path: &Path) -> Result<bool, NetdError> {
 fn spawn(root: &Path, lock: File, options: &SpawnOptions) -> Result<(), NetdError> {
     let exe = match &options.exe {
         Some(exe) => exe.clone(),
-        None => std::env::current_exe().map_err(io_err("find", Path::new("/proc/self/exe")))?,
+        // The running binary even after its file was replaced (see shim::launch).
+        None => PathBuf::from(crate::runtime::shim::SELF_EXE),
     };
     let spawn_err = |source| NetdError::Spawn {
         exe: exe.clone(),

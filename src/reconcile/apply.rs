@@ -565,6 +565,22 @@ fn execute(
                     reasons.join("; ")
                 ));
                 let old = found.iter().find(|f| &f.record.id == container);
+                // Both generations cannot hold the same host port: a service that publishes
+                // fixed ports is updated stop-first.
+                let publishes = d
+                    .project
+                    .services
+                    .get(service)
+                    .is_some_and(|s| s.ports.iter().any(|p| p.published.is_some()));
+                let order = match order {
+                    plan::Order::StartFirst if publishes => {
+                        log(format!(
+                            "{service}: start-first needs free host ports; it publishes fixed ones, so stop-first"
+                        ));
+                        &plan::Order::StopFirst
+                    }
+                    other => other,
+                };
                 match order {
                     plan::Order::StopFirst => {
                         if let Some(old) = old {

@@ -105,6 +105,9 @@ impl Launched {
     }
 }
 
+/// What shims (and netd) are started from: the kernel's link to this process's binary.
+pub const SELF_EXE: &str = "/proc/self/exe";
+
 /// Starts the shim of the container whose directory is `paths` (record and bundle written).
 /// With `attach`, the shim also copies the container's output to this process's stdout and
 /// stderr and [`Launched::wait_exit`] works.
@@ -118,7 +121,9 @@ pub fn spawn(
         id: id.to_string(),
         source,
     };
-    let exe = std::env::current_exe().map_err(spawn_err)?;
+    // The running binary itself, even when the file was replaced (an upgrade, a rebuild)
+    // since this process started: the path current_exe() returns would then be gone.
+    let exe = std::path::PathBuf::from(SELF_EXE);
     let (status_r, status_w): (OwnedFd, OwnedFd) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
     let shim_log = OpenOptions::new()

@@ -42,7 +42,7 @@ use crate::runtime::rootfs;
 use crate::runtime::seccomp;
 
 pub use exec::{exec_in_container, exec_process, ExecError, ExecOutcome};
-pub use launch::{spawn, LaunchError, Launched, StartFailure};
+pub use launch::{spawn, LaunchError, Launched, StartFailure, SELF_EXE};
 
 /// Environment variable naming the descriptor the shim reports its start (and, when
 /// attached, the exit) on.
