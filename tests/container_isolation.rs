@@ -169,6 +169,10 @@ fn network_none_has_only_loopback() {
     let host = Host::new();
     let explicit = host.sh_ok(&["--network", "none"], "cat /proc/net/dev");
     assert_eq!(interfaces(&explicit), BTreeSet::from(["lo".to_string()]));
+    // Loopback is up, as with Docker: IFF_UP (0x1) set in its flags.
+    let flags = host.sh_ok(&["--network", "none"], "cat /sys/class/net/lo/flags");
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo flags {flags:#x}");
     // none is the default.
     let default = host.sh_ok(&[], "cat /proc/net/dev");
     assert_eq!(interfaces(&default), BTreeSet::from(["lo".to_string()]));

@@ -508,7 +508,7 @@ impl Shim {
         std::fs::write(paths.engine_spec(), engine_bytes)
             .map_err(io_err(format!("write {}", paths.engine_spec().display())))?;
         let engine = Libcontainer::new(paths.engine()).with_seccomp(seccomp);
-        let (init_pid, stdout, stderr) = launch_init(&engine, &id, paths)?;
+        let (init_pid, stdout, stderr) = launch_init(&engine, &id, paths, &record)?;
         let started_at = SystemTime::now();
         let cgroup = engine::container_cgroup(&id);
         let sup = supervise::Supervisor::new(&record, paths);
@@ -1115,6 +1115,16 @@ impl Shim {
     }
 }
 
+/// Whether the engine creates a network namespace of its own for the container (no
+/// network at all): every other mode joins a namespace that is set up already.
+fn needs_loopback(record: &ContainerRecord) -> bool {
+    use crate::network::sandbox::NetMode;
+    record
+        .network
+        .as_ref()
+        .map_or(true, |n| n.mode == NetMode::None)
+}
+
 /// Creates and starts the container's init with fresh stdout/stderr pipes (stdin is
 /// /dev/null); returns its pid and the pipes' read ends, non-blocking. Used for the first
 /// start and for every restart.
@@ -1122,6 +1132,7 @@ fn launch_init(
     engine: &Libcontainer,
     id: &str,
     paths: &ContainerPaths,
+    record: &ContainerRecord,
 ) -> Result<(i32, File, File), ShimError> {
     let (out_r, out_w) = pipe().map_err(io_err("create the stdout pipe"))?;
     let (err_r, err_w) = pipe().map_err(io_err("create the stderr pipe"))?;
@@ -1135,6 +1146,19 @@ fn launch_init(
             stderr: err_w,
         },
     )?;
+    if needs_loopback(record) {
+        // The engine made a fresh network namespace (`--network none`): loopback starts
+        // down there; Docker brings it up. The init waits for `start`, so nothing runs yet.
+        let up = crate::network::netns::run_in_pid(
+            init_pid as u32,
+            crate::network::link::set_loopback_up,
+        )
+        .map_err(|e| ShimError::Io {
+            what: "enter the container's network namespace".into(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        up.map_err(io_err("bring up loopback in the container"))?;
+    }
     engine.start(id)?;
     set_nonblocking(out_r.as_raw_fd());
     set_nonblocking(err_r.as_raw_fd());

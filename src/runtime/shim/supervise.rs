@@ -194,7 +194,7 @@ impl Shim {
     /// Starts the container again after the backoff.
     pub(super) fn restart(&mut self) -> Result<(), ShimError> {
         self.sup.restart_at = None;
-        let (pid, stdout, stderr) = launch_init(&self.engine, &self.id, &self.paths)?;
+        let (pid, stdout, stderr) = launch_init(&self.engine, &self.id, &self.paths, &self.record)?;
         let now = Instant::now();
         self.init_pid = pid;
         self.started_at = SystemTime::now();
