@@ -12,49 +12,29 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::containers::{Host, BUSYBOX};
+use support::netns::{ip, random_suffix, NetnsHost};
 
 const HOST_ADDR: &str = "198.51.100.1";
 const OUTSIDE_ADDR: &str = "198.51.100.2";
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn random_suffix() -> String {
-    let mut b = [0u8; 4];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut b)
-        .unwrap();
-    hex::encode(b)
-}
-
 /// A "host" namespace with dockmaster's root, and an "outside" namespace on a veth.
 struct NetHost {
-    host: Host,
+    inner: NetnsHost,
     ns: String,
     outside: String,
 }
 
 impl NetHost {
     fn new() -> NetHost {
-        let suffix = random_suffix();
-        let ns = format!("dmt-e2e-{suffix}");
-        let outside = format!("dmt-out-{suffix}");
-        ip(&["netns", "add", &ns]);
+        let inner = NetnsHost::new("e2e");
+        let outside = format!("dmt-out-{}", random_suffix());
         ip(&["netns", "add", &outside]);
         let me = NetHost {
-            host: Host::in_netns(&ns),
-            ns,
+            ns: inner.ns.clone(),
+            inner,
             outside,
         };
         let (ns, out) = (me.ns.as_str(), me.outside.as_str());
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
         ip(&["-n", out, "link", "set", "lo", "up"]);
         ip(&[
             "-n", ns, "link", "add", "uplink0", "type", "veth", "peer", "name", "wan0", "netns",
@@ -85,7 +65,7 @@ impl NetHost {
 
     /// A foreground `run --rm` of a shell script; returns (exit code, stdout + stderr).
     fn sh(&self, flags: &[&str], script: &str) -> (i32, String) {
-        let out = self.host.sh(flags, script);
+        let out = self.inner.host.sh(flags, script);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -110,7 +90,7 @@ impl NetHost {
     }
 
     fn netd_pid(&self) -> Option<i32> {
-        dockmaster::network::netd::running_pid(&self.host.root.root())
+        dockmaster::network::netd::running_pid(&self.inner.host.root.root())
     }
 
     fn links(&self) -> Vec<String> {
@@ -146,26 +126,13 @@ impl NetHost {
 impl std::ops::Deref for NetHost {
     type Target = Host;
     fn deref(&self) -> &Host {
-        &self.host
+        &self.inner.host
     }
 }
 
 impl Drop for NetHost {
     fn drop(&mut self) {
-        // Before the namespaces go: the containers' release runs in the host namespace.
-        self.host.remove_all_containers();
-        if let Some(pid) = self.netd_pid() {
-            // SAFETY: signals the netd this test's root started (pid from its own pid file).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        let netns_dir = self.host.root.root().join("netns");
-        if let Ok(entries) = std::fs::read_dir(&netns_dir) {
-            for e in entries.flatten() {
-                let _ = dockmaster::network::netns::remove(&e.path());
-            }
-        }
-        let _ = dockmaster::network::netns::release_dir(&netns_dir);
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        // The host namespace, its containers and netd go with `inner`.
         let _ = Command::new("ip")
             .args(["netns", "del", &self.outside])
             .output();
@@ -225,7 +192,7 @@ fn published_ports_answer_from_loopback_outside_and_other_containers() {
     // UDP: busybox has no UDP server, so the test answers from a socket it opens inside the
     // container's own network namespace (held at <root>/netns/<id>).
     let udp = h.detached(&["--name", "udp", "-p", "5353:53/udp"], &["sleep", "60"]);
-    let container_ns = h.host.root.root().join("netns").join(&udp);
+    let container_ns = h.inner.host.root.root().join("netns").join(&udp);
     let server = dockmaster::network::netns::run_in(&container_ns, || {
         UdpSocket::bind("0.0.0.0:53").expect("bind inside the container")
     })
@@ -308,7 +275,7 @@ fn removal_leaves_no_link_rule_or_namespace() {
         (!h.links().iter().any(|l| l.starts_with("dmv"))).then_some(())
     });
     assert!(!h.nft_table().contains("8080"), "{}", h.nft_table());
-    let netns = h.host.root.root().join("netns").join(&id);
+    let netns = h.inner.host.root.root().join("netns").join(&id);
     assert!(!netns.exists(), "{} is left", netns.display());
     // The bridge of the default network stays, like Docker's docker0.
     assert!(
@@ -424,12 +391,7 @@ fn a_killed_netd_is_restarted_and_repairs_what_was_left_behind() {
         "name",
         "dmv0123456789ac",
     ]);
-    let stray_ns = h
-        .host
-        .root
-        .root()
-        .join("netns")
-        .join(format!("{:0>64}", "dead"));
+    let stray_ns = h.root.root().join("netns").join(format!("{:0>64}", "dead"));
     h.in_ns(&h.ns, || dockmaster::network::netns::create(&stray_ns))
         .expect("create a stray namespace");
     let out = Command::new("nsenter")
