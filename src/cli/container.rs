@@ -1225,6 +1225,13 @@ pub fn remove_container(
             _ => kill_orphans(&record.id),
         }
     }
+    // A shim writes the exit record before it releases the container: let a live one finish,
+    // so two releases never race over the engine's state.
+    let shim_alive = crate::runtime::container::read_pid(&paths.shim_pid())
+        .is_some_and(|pid| crate::runtime::container::process_is_shim(pid, &record.id));
+    if shim_alive {
+        wait_for_exit(&paths, Duration::from_secs(10));
+    }
     // Whatever the shim did not get to (it died, or the host lost power).
     shim::release(&record.id, &paths)
         .with_context(|| format!("remove container {}", record.name))?;
