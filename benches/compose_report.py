@@ -93,7 +93,7 @@ if cold:
         requests = sum(i for i in range(int(n_services)) if i % 10 != 0)
         if per_obs_wall is not None:
             print(f"  - dependency checks observe the whole project: {requests} shim requests in all, "
-                  f"~{requests * per_obs_wall:.1f} s at the no-op plan's {per_obs_wall * 1e3:.0f} µs per container")
+                  f"~{requests * per_obs_wall / 1e3:.1f} s at the no-op plan's {per_obs_wall * 1e3:.0f} µs per container")
 print()
 
 # ---- 2. the 10-service stack -----------------------------------------------------------------
