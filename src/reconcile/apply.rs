@@ -30,6 +30,9 @@ use super::{networks, volumes, ReconcileError};
 /// that large is data, not configuration).
 const MAX_HASHED_FILE: u64 = 64 << 20;
 
+/// How often conditions (dependencies, readiness, the health gate) are checked.
+const POLL: Duration = Duration::from_millis(100);
+
 /// How an apply behaves.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -733,16 +736,14 @@ fn remove(store: &ContainerStore, id: &str) -> Result<(), ReconcileError> {
     })
 }
 
-/// The current containers of one service.
+/// The current containers of one service (asks only their shims: waiting on a dependency
+/// must not cost one round trip per container of the whole project).
 fn service_containers(
     root: &Path,
     project: &str,
     service: &str,
 ) -> Result<Vec<Found>, ReconcileError> {
-    Ok(observe::project_containers(root, project)?
-        .into_iter()
-        .filter(|f| f.actual.service == service)
-        .collect())
+    observe::service_containers(root, project, service)
 }
 
 fn health_of(o: &Observed) -> Option<HealthStatus> {
@@ -818,7 +819,7 @@ fn wait_ready(
                 reason: format!("not ready after {}s", opts.timeout.as_secs()),
             });
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(POLL);
     }
 }
 
@@ -884,7 +885,7 @@ fn wait_dependencies(
                     reason: format!("not met after {}s", opts.timeout.as_secs()),
                 });
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(POLL);
         }
     }
     Ok(())
@@ -1007,7 +1008,7 @@ fn gate(
                 reason: format!("not up after {}s", opts.timeout.as_secs()),
             });
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(POLL);
     }
 }
 

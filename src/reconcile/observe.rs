@@ -28,6 +28,23 @@ pub struct Found {
 
 /// The containers of `project`, observed.
 pub fn project_containers(root: &Path, project: &str) -> Result<Vec<Found>, ReconcileError> {
+    containers(root, project, None)
+}
+
+/// The containers of one service of `project`, observed (only those shims are asked).
+pub fn service_containers(
+    root: &Path,
+    project: &str,
+    service: &str,
+) -> Result<Vec<Found>, ReconcileError> {
+    containers(root, project, Some(service))
+}
+
+fn containers(
+    root: &Path,
+    project: &str,
+    only: Option<&str>,
+) -> Result<Vec<Found>, ReconcileError> {
     let store = ContainerStore::new(root);
     let records = store.list().map_err(ReconcileError::Containers)?;
     let mut out = Vec::new();
@@ -38,6 +55,9 @@ pub fn project_containers(root: &Path, project: &str) -> Result<Vec<Found>, Reco
         let Some(service) = record.labels.get(LABEL_SERVICE).cloned() else {
             continue;
         };
+        if only.is_some_and(|o| o != service) {
+            continue;
+        }
         let replica = record
             .labels
             .get(LABEL_NUMBER)
