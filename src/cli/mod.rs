@@ -125,3 +125,22 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             .map_err(Into::into),
     }
 }
+
+/// Longest answer read from a confirmation prompt.
+const ANSWER_MAX: u64 = 256;
+
+/// Docker's confirmation prompt (`prune` without `-f`); true only for `y` or `yes`.
+pub(crate) fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, Read, Write};
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .take(ANSWER_MAX)
+        .read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}

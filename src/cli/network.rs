@@ -7,7 +7,7 @@
 //! made on first use by a container and cannot be created, removed or pruned by hand.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
@@ -25,8 +25,6 @@ use crate::network::{ipam, link, manager};
 const DRIVER: &str = "bridge";
 const OPT_MTU: &str = "com.docker.network.driver.mtu";
 const OPT_BRIDGE_NAME: &str = "com.docker.network.bridge.name";
-/// Longest answer read from the prune confirmation prompt.
-const ANSWER_MAX: u64 = 256;
 
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
@@ -529,24 +527,9 @@ pub fn rm(root: &Path, args: RmArgs) -> anyhow::Result<i32> {
     Ok(if failed { 1 } else { 0 })
 }
 
-/// Docker's prompt; true only for `y` or `yes`.
-fn confirm(question: &str) -> anyhow::Result<bool> {
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .take(ANSWER_MAX)
-        .read_line(&mut answer)?;
-    Ok(matches!(
-        answer.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
-}
-
 pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<i32> {
     if !args.force
-        && !confirm(
+        && !super::confirm(
             "WARNING! This will remove all custom networks not used by at least one container.\n\
              Are you sure you want to continue?",
         )?

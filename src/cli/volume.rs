@@ -6,7 +6,7 @@
 //! every unused volume.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -18,8 +18,6 @@ use crate::runtime::logs::format_rfc3339_nano;
 use crate::volume::{Volume, VolumeError, VolumeStore};
 
 const DRIVER: &str = "local";
-/// Longest answer read from the prune confirmation prompt.
-const ANSWER_MAX: u64 = 256;
 
 #[derive(Debug, Subcommand)]
 pub enum VolumeCommand {
@@ -260,21 +258,6 @@ pub fn rm(root: &Path, args: RmArgs) -> anyhow::Result<i32> {
     Ok(if failed { 1 } else { 0 })
 }
 
-/// Docker's prompt; true only for `y` or `yes`.
-fn confirm(question: &str) -> anyhow::Result<bool> {
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .take(ANSWER_MAX)
-        .read_line(&mut answer)?;
-    Ok(matches!(
-        answer.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
-}
-
 /// go-units' `HumanSize`: decimal units, four significant digits (`%.4g`).
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
@@ -315,7 +298,7 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<i32> {
         "WARNING! This will remove anonymous local volumes not used by at least one \
          container.\nAre you sure you want to continue?"
     };
-    if !args.force && !confirm(question)? {
+    if !args.force && !super::confirm(question)? {
         return Ok(0);
     }
     let report = open_store(root)?.prune(args.all)?;
