@@ -387,9 +387,17 @@ pub fn set_hairpin(name: &str, on: bool) -> Result<(), LinkError> {
 }
 
 /// Brings `lo` up in the calling thread's namespace (a new namespace has it down).
-/// Sets `lo` up in the calling thread's network namespace with two ioctls: no netlink socket
-/// and no async runtime, for the shim's start path.
-pub fn set_loopback_up() -> std::io::Result<()> {
+/// Sets `lo` up in the calling thread's network namespace, with two ioctls: no netlink socket
+/// and no async runtime (the shim calls it on every start of a `--network none` container).
+pub fn loopback_up() -> Result<(), LinkError> {
+    set_loopback_up_ioctl().map_err(|source| LinkError::Op {
+        op: "set up",
+        name: "lo".into(),
+        source,
+    })
+}
+
+fn set_loopback_up_ioctl() -> std::io::Result<()> {
     // SAFETY: socket(2) with constant arguments; the result is checked and owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -414,10 +422,6 @@ pub fn set_loopback_up() -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-pub fn loopback_up() -> Result<(), LinkError> {
-    with_netlink(|h| async move { set_up(&h, "lo").await })
 }
 
 async fn set_up(h: &Handle, name: &str) -> Result<(), LinkError> {

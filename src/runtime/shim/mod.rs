@@ -1149,15 +1149,13 @@ fn launch_init(
     if needs_loopback(record) {
         // The engine made a fresh network namespace (`--network none`): loopback starts
         // down there; Docker brings it up. The init waits for `start`, so nothing runs yet.
-        let up = crate::network::netns::run_in_pid(
-            init_pid as u32,
-            crate::network::link::set_loopback_up,
-        )
-        .map_err(|e| ShimError::Io {
-            what: "enter the container's network namespace".into(),
-            source: io::Error::other(e.to_string()),
-        })?;
-        up.map_err(io_err("bring up loopback in the container"))?;
+        crate::network::netns::run_in_pid(init_pid as u32, crate::network::link::loopback_up)
+            .map_err(|e| e.to_string())
+            .and_then(|up| up.map_err(|e| e.to_string()))
+            .map_err(|e| ShimError::Io {
+                what: "bring up loopback in the container".into(),
+                source: io::Error::other(e),
+            })?;
     }
     engine.start(id)?;
     set_nonblocking(out_r.as_raw_fd());
