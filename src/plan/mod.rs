@@ -197,30 +197,14 @@ pub enum Action {
         replica: u32,
         container: String,
         name: String,
-        order: Order,
+        /// Serialized as Compose writes it: `stop-first` / `start-first`.
+        order: UpdateOrder,
     },
     Remove {
         service: String,
         container: String,
         name: String,
     },
-}
-
-/// [`UpdateOrder`] in the plan's JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Order {
-    StopFirst,
-    StartFirst,
-}
-
-impl From<UpdateOrder> for Order {
-    fn from(o: UpdateOrder) -> Order {
-        match o {
-            UpdateOrder::StartFirst => Order::StartFirst,
-            _ => Order::StopFirst,
-        }
-    }
 }
 
 /// An action with why it is needed.
@@ -284,8 +268,8 @@ impl fmt::Display for Plan {
                     ..
                 } => {
                     let order = match order {
-                        Order::StopFirst => "",
-                        Order::StartFirst => " (start-first)",
+                        UpdateOrder::StopFirst => "",
+                        UpdateOrder::StartFirst => " (start-first)",
                     };
                     format!("~ {service} #{replica}{order}")
                 }
@@ -503,7 +487,7 @@ pub fn plan(desired: &DesiredState, actual: &ActualState) -> Result<Plan, PlanEr
                         replica,
                         container: current.id.clone(),
                         name: current.name.clone(),
-                        order: service.order.into(),
+                        order: service.order,
                     },
                     reasons,
                 });

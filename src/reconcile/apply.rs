@@ -10,7 +10,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::AgentConfig;
 use crate::health::HealthStatus;
-use crate::manifest::model::{DependCondition, MountKind, Project, RestartPolicy, Service};
+use crate::manifest::model::{
+    DependCondition, MountKind, Project, RestartPolicy, Service, UpdateOrder,
+};
 use crate::manifest::ProjectFiles;
 use crate::plan::{
     self, Action, DesiredService, DesiredState, Plan, RunState, ServiceInputs, Step,
@@ -576,23 +578,23 @@ fn execute(
                     .get(service)
                     .is_some_and(|s| s.ports.iter().any(|p| p.published.is_some()));
                 let order = match order {
-                    plan::Order::StartFirst if publishes => {
+                    UpdateOrder::StartFirst if publishes => {
                         log(format!(
                             "{service}: start-first needs free host ports; it publishes fixed ones, so stop-first"
                         ));
-                        &plan::Order::StopFirst
+                        &UpdateOrder::StopFirst
                     }
                     other => other,
                 };
                 match order {
-                    plan::Order::StopFirst => {
+                    UpdateOrder::StopFirst => {
                         if let Some(old) = old {
                             stop(&store, old)?;
                         }
                         remove(&store, container)?;
                         start(root, d, &paths, service, *replica, generation, None)?;
                     }
-                    plan::Order::StartFirst => {
+                    UpdateOrder::StartFirst => {
                         let hash = &d.state.services[service].hash;
                         let temp = format!("{name}-{}", &hash[..8.min(hash.len())]);
                         let id = start(root, d, &paths, service, *replica, generation, Some(temp))?;
