@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
@@ -22,7 +22,7 @@ use crate::runtime::container::{
     observe, ContainerPaths, ContainerRecord, ContainerStore, Observed,
 };
 use crate::runtime::create::{create_supervised, CreateRequest, Supervision};
-use crate::runtime::engine;
+use crate::runtime::lifecycle;
 use crate::runtime::logs::{format_rfc3339_nano, LogConfig, LogReader, Stream};
 use crate::runtime::protocol::{Client, ExecRequest};
 use crate::runtime::shim;
@@ -1142,20 +1142,8 @@ pub fn stop(root: &Path, args: StopArgs) -> anyhow::Result<i32> {
     let store = ContainerStore::new(root);
     each(&args.containers, |query| {
         let record = store.resolve(query)?;
-        let paths = store.paths(&record.id);
         let grace = Duration::from_secs(args.time.unwrap_or(record.stop_grace_secs));
-        match observe(&paths, &record) {
-            Observed::Live(_) => {
-                let mut client = Client::connect(paths.socket(), Duration::from_secs(5))?;
-                client
-                    .stop(grace)
-                    .with_context(|| format!("stop container {}", record.name))?;
-            }
-            Observed::ShimLost { container_pids, .. } if !container_pids.is_empty() => {
-                kill_orphans(&record.id)
-            }
-            _ => {}
-        }
+        lifecycle::stop(&store, &record, grace)?;
         println!("{query}");
         Ok(())
     })
@@ -1193,74 +1181,10 @@ pub fn rm(root: &Path, args: RmArgs) -> anyhow::Result<i32> {
     let store = ContainerStore::new(root);
     each(&args.containers, |query| {
         let record = store.resolve(query)?;
-        remove_container(&store, &record, args.force)?;
+        lifecycle::remove(&store, &record, args.force)?;
         println!("{query}");
         Ok(())
     })
-}
-
-/// Removes a container: refuses a running one unless `force`, which kills it first. Leaves no
-/// mount, cgroup or file behind.
-pub fn remove_container(
-    store: &ContainerStore,
-    record: &ContainerRecord,
-    force: bool,
-) -> anyhow::Result<()> {
-    let paths = store.paths(&record.id);
-    let observed = observe(&paths, record);
-    if observed.is_running() {
-        if !force {
-            bail!(
-                "container {} is running: stop it first or remove it with -f",
-                record.name
-            );
-        }
-        match &observed {
-            Observed::Live(_) => {
-                if let Ok(mut c) = Client::connect(paths.socket(), Duration::from_secs(5)) {
-                    let _ = c.signal(libc::SIGKILL);
-                }
-                wait_for_exit(&paths, Duration::from_secs(10));
-            }
-            _ => kill_orphans(&record.id),
-        }
-    }
-    // A shim writes the exit record before it releases the container: let a live one finish,
-    // so two releases never race over the engine's state.
-    let shim_alive = crate::runtime::container::read_pid(&paths.shim_pid())
-        .is_some_and(|pid| crate::runtime::container::process_is_shim(pid, &record.id));
-    if shim_alive {
-        wait_for_exit(&paths, Duration::from_secs(10));
-    }
-    // Whatever the shim did not get to (it died, or the host lost power).
-    shim::release(&record.id, &paths)
-        .with_context(|| format!("remove container {}", record.name))?;
-    store.remove(&record.id)?;
-    Ok(())
-}
-
-/// SIGKILL to every process left in the container's cgroup (its shim is gone).
-fn kill_orphans(id: &str) {
-    if let Some(cg) = engine::container_cgroup(id) {
-        let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && cg.pids().map(|p| !p.is_empty()).unwrap_or(false) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-fn wait_for_exit(paths: &ContainerPaths, within: Duration) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if paths.exit().exists() || !paths.dir.exists() {
-            // The shim removes its socket last.
-            if !paths.socket().exists() {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Runs `f` for every argument, reporting each failure; exit code 1 if any failed.

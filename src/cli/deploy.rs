@@ -154,7 +154,7 @@ pub fn down(root: &Path, args: DownArgs) -> anyhow::Result<i32> {
     }
     for f in &found {
         eprintln!("removing {}", f.record.name);
-        super::container::remove_container(&store, &f.record, true)?;
+        crate::runtime::lifecycle::remove(&store, &f.record, true)?;
     }
     for net in networks::remove_unused(root, &network_names)? {
         eprintln!("removed network {net}");

@@ -19,6 +19,7 @@ use crate::plan::{
 };
 use crate::runtime::container::{ContainerStore, Observed};
 use crate::runtime::create::create_supervised;
+use crate::runtime::lifecycle;
 use crate::runtime::protocol::Status;
 use crate::runtime::shim;
 
@@ -589,7 +590,7 @@ fn execute(
                 match order {
                     UpdateOrder::StopFirst => {
                         if let Some(old) = old {
-                            stop(&store, old)?;
+                            stop(&store, old);
                         }
                         remove(&store, container)?;
                         start(root, d, &paths, service, *replica, generation, None)?;
@@ -600,7 +601,7 @@ fn execute(
                         let id = start(root, d, &paths, service, *replica, generation, Some(temp))?;
                         wait_ready(root, &id, d.project.services.get(service), opts)?;
                         if let Some(old) = old {
-                            stop(&store, old)?;
+                            stop(&store, old);
                         }
                         remove(&store, container)?;
                     }
@@ -709,32 +710,24 @@ fn start(
     Ok(record.id)
 }
 
-fn stop(store: &ContainerStore, found: &Found) -> Result<(), ReconcileError> {
-    let paths = store.paths(&found.record.id);
-    if let Observed::Live(_) = &found.observed {
-        let grace = Duration::from_secs(found.record.stop_grace_secs);
-        if let Ok(mut c) =
-            crate::runtime::protocol::Client::connect(paths.socket(), Duration::from_secs(5))
-        {
-            let _ = c.stop(grace);
-        }
-    }
-    Ok(())
+/// Stops the old container of a recreate; a failure is left to the forced removal that
+/// follows.
+fn stop(store: &ContainerStore, found: &Found) {
+    let grace = Duration::from_secs(found.record.stop_grace_secs);
+    let _ = lifecycle::stop(store, &found.record, grace);
 }
 
 fn remove(store: &ContainerStore, id: &str) -> Result<(), ReconcileError> {
     let Ok(record) = store.load(id) else {
         return Ok(());
     };
-    crate::cli::container::remove_container(store, &record, true).map_err(|e| {
-        ReconcileError::Container {
-            service: record
-                .labels
-                .get(translate::LABEL_SERVICE)
-                .cloned()
-                .unwrap_or_default(),
-            reason: format!("remove {}: {e:#}", record.name),
-        }
+    lifecycle::remove(store, &record, true).map_err(|e| ReconcileError::Container {
+        service: record
+            .labels
+            .get(translate::LABEL_SERVICE)
+            .cloned()
+            .unwrap_or_default(),
+        reason: format!("remove {}: {e:#}", record.name),
     })
 }
 

@@ -4,6 +4,7 @@ pub mod container;
 pub mod create;
 pub mod engine;
 pub mod init;
+pub mod lifecycle;
 pub mod logs;
 pub mod protocol;
 pub mod rootfs;
