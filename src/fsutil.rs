@@ -2,7 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Atomically replaces `path` with `bytes`: after a crash either the old or the new content
@@ -73,6 +73,27 @@ pub fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
         }
         out.push(field[i]);
         i += 1;
+    }
+    out
+}
+
+/// Lexical normalization: removes `.` and resolves `..` against the preceding component
+/// (never above the root), like Go's `filepath.Clean`. Symlinks are not consulted.
+pub fn clean_path(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() && !path.is_absolute() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
     }
     out
 }

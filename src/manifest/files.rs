@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Read access to the files of a project. Paths are absolute and lexically normalized by the
 /// loader (no `.`/`..` components).
@@ -172,26 +172,7 @@ impl<F: ProjectFiles + ?Sized> ProjectFiles for &F {
     }
 }
 
-/// Lexical normalization: removes `.` and resolves `..` against the preceding component
-/// (never above the root), like Go's `filepath.Clean`. Symlinks are not consulted.
-pub fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() && !path.is_absolute() {
-                    out.push("..");
-                }
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        out.push(".");
-    }
-    out
-}
+pub use crate::fsutil::clean_path as normalize;
 
 #[cfg(test)]
 mod tests {

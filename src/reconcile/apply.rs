@@ -278,25 +278,10 @@ impl HostPaths for Paths<'_> {
             .join(name)
     }
     fn bind_allowed(&self, path: &Path) -> bool {
-        let clean = normalize(path);
+        let clean = crate::fsutil::clean_path(path);
         clean.starts_with(&self.project.working_dir)
             || self.allow.iter().any(|a| clean.starts_with(a))
     }
-}
-
-/// `..` and `.` removed lexically, so `/project/../etc` does not pass as inside `/project`.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// Applies `project`: pulls, plans, executes, gates on health, records the generation, and
@@ -599,7 +584,13 @@ fn execute(
                         let hash = &d.state.services[service].hash;
                         let temp = format!("{name}-{}", &hash[..8.min(hash.len())]);
                         let id = start(root, d, &paths, service, *replica, generation, Some(temp))?;
-                        wait_ready(root, &id, d.project.services.get(service), opts)?;
+                        wait_ready(
+                            root,
+                            &d.project.name,
+                            &id,
+                            d.project.services.get(service),
+                            opts,
+                        )?;
                         if let Some(old) = old {
                             stop(&store, old);
                         }
@@ -731,16 +722,6 @@ fn remove(store: &ContainerStore, id: &str) -> Result<(), ReconcileError> {
     })
 }
 
-/// The current containers of one service (asks only their shims: waiting on a dependency
-/// must not cost one round trip per container of the whole project).
-fn service_containers(
-    root: &Path,
-    project: &str,
-    service: &str,
-) -> Result<Vec<Found>, ReconcileError> {
-    observe::service_containers(root, project, service)
-}
-
 fn health_of(o: &Observed) -> Option<HealthStatus> {
     match o {
         Observed::Live(s) => s.health.as_ref().map(|h| h.status),
@@ -786,6 +767,7 @@ fn last_output(o: &Observed) -> String {
 /// Waits until one container is ready (start-first updates).
 fn wait_ready(
     root: &Path,
+    project: &str,
     id: &str,
     service: Option<&Service>,
     opts: &ApplyOptions,
@@ -795,7 +777,7 @@ fn wait_ready(
     };
     let deadline = Instant::now() + opts.timeout;
     loop {
-        let list = service_containers(root, &service_project(root, id)?, &service.name)?;
+        let list = observe::service_containers(root, project, &service.name)?;
         if let Some(f) = list.iter().find(|f| f.record.id == id) {
             match ready(f, one_shot(service)) {
                 Ok(true) => return Ok(()),
@@ -818,17 +800,6 @@ fn wait_ready(
     }
 }
 
-fn service_project(root: &Path, id: &str) -> Result<String, ReconcileError> {
-    let record = ContainerStore::new(root)
-        .load(id)
-        .map_err(ReconcileError::Containers)?;
-    Ok(record
-        .labels
-        .get(translate::LABEL_PROJECT)
-        .cloned()
-        .unwrap_or_default())
-}
-
 /// Waits for the conditions of `service`'s dependencies.
 fn wait_dependencies(
     root: &Path,
@@ -847,7 +818,7 @@ fn wait_dependencies(
         let deadline = Instant::now() + opts.timeout;
         let mut said = false;
         loop {
-            let list = service_containers(root, &d.project.name, dep)?;
+            let list = observe::service_containers(root, &d.project.name, dep)?;
             let state = dependency_met(&list, cond.condition, one_shot(dep_service));
             match state {
                 Ok(true) => break,
@@ -1015,11 +986,11 @@ mod tests {
     #[test]
     fn bind_checks_see_through_dot_dot() {
         assert_eq!(
-            normalize(Path::new("/srv/p/../../etc")),
+            crate::fsutil::clean_path(Path::new("/srv/p/../../etc")),
             PathBuf::from("/etc")
         );
         assert_eq!(
-            normalize(Path::new("/srv/p/./data")),
+            crate::fsutil::clean_path(Path::new("/srv/p/./data")),
             PathBuf::from("/srv/p/data")
         );
         let project = Project {

@@ -554,7 +554,7 @@ impl VolumeStore {
     /// from the bind mounts in every `containers/<id>/spec.json`.
     pub fn users(&self) -> Result<BTreeMap<String, Vec<String>>, VolumeError> {
         let containers = self.root.join("containers");
-        let mut prefixes = vec![lexical_clean(&self.dir)];
+        let mut prefixes = vec![crate::fsutil::clean_path(&self.dir)];
         if let Ok(canonical) = fs::canonicalize(&self.dir) {
             if !prefixes.contains(&canonical) {
                 prefixes.push(canonical);
@@ -587,7 +587,7 @@ impl VolumeStore {
                     continue;
                 };
                 let source = PathBuf::from(source);
-                let mut candidates = vec![lexical_clean(&source)];
+                let mut candidates = vec![crate::fsutil::clean_path(&source)];
                 if let Ok(c) = fs::canonicalize(&source) {
                     candidates.push(c);
                 }
@@ -950,23 +950,6 @@ struct MiniMount {
 struct MiniRecord {
     #[serde(default)]
     name: String,
-}
-
-/// `path` with `.`, empty components and `..` resolved as text (`..` stops at the root).
-fn lexical_clean(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                if out.parent().is_some() {
-                    out.pop();
-                }
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 /// Bytes of regular files under `dir` (hardlinks once), not following symlinks; what Docker
