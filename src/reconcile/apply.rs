@@ -2,7 +2,7 @@
 //! (waiting for each dependency's condition), each replica created from its pinned image; then
 //! the health gate, and a rollback to the last good generation when the update does not hold.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -97,6 +97,43 @@ pub fn service_inputs(
     image: Option<&Resolved>,
     files: &dyn ProjectFiles,
 ) -> ServiceInputs {
+    inputs_hashing(project, service, image, &mut FileHashes::new(files))
+}
+
+/// sha256 of project files, each read once however many services depend on it.
+struct FileHashes<'a> {
+    files: &'a dyn ProjectFiles,
+    seen: HashMap<PathBuf, String>,
+}
+
+impl<'a> FileHashes<'a> {
+    fn new(files: &'a dyn ProjectFiles) -> FileHashes<'a> {
+        FileHashes {
+            files,
+            seen: HashMap::new(),
+        }
+    }
+
+    fn hash(&mut self, path: &Path) -> String {
+        let files = self.files;
+        self.seen
+            .entry(path.to_path_buf())
+            .or_insert_with(|| match files.read(path, MAX_HASHED_FILE) {
+                Ok(bytes) => hex::encode(Sha256::digest(&bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "missing".to_string(),
+                Err(e) => format!("unreadable: {e}"),
+            })
+            .clone()
+    }
+}
+
+fn inputs_hashing(
+    project: &Project,
+    service: &Service,
+    image: Option<&Resolved>,
+    hashes: &mut FileHashes<'_>,
+) -> ServiceInputs {
+    let files = hashes.files;
     let mut spec = serde_json::to_value(service).unwrap_or_default();
     if let Some(obj) = spec.as_object_mut() {
         obj.remove("scale");
@@ -106,11 +143,6 @@ pub fn service_inputs(
         }
     }
     let mut hashed = BTreeMap::new();
-    let file_hash = |path: &Path| match files.read(path, MAX_HASHED_FILE) {
-        Ok(bytes) => hex::encode(Sha256::digest(&bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "missing".to_string(),
-        Err(e) => format!("unreadable: {e}"),
-    };
     let rel = |p: &Path| -> String {
         p.strip_prefix(&project.working_dir)
             .unwrap_or(p)
@@ -118,7 +150,10 @@ pub fn service_inputs(
             .to_string()
     };
     for env in &service.env_files {
-        hashed.insert(format!("env_file {}", rel(&env.path)), file_hash(&env.path));
+        hashed.insert(
+            format!("env_file {}", rel(&env.path)),
+            hashes.hash(&env.path),
+        );
     }
     for (refs, kind, objects) in [
         (&service.configs, "config", &project.configs),
@@ -128,7 +163,7 @@ pub fn service_inputs(
             match objects.get(&r.source) {
                 Some(o) => match (&o.file, &o.content) {
                     (Some(file), _) => {
-                        hashed.insert(format!("{kind} {}", r.source), file_hash(file));
+                        hashed.insert(format!("{kind} {}", r.source), hashes.hash(file));
                     }
                     (None, Some(content)) => {
                         hashed.insert(
@@ -151,7 +186,7 @@ pub fn service_inputs(
         }
         if let Some(src) = m.source.as_deref().map(Path::new) {
             if src.starts_with(&project.working_dir) && files.is_file(src) {
-                hashed.insert(format!("bind {}", rel(src)), file_hash(src));
+                hashed.insert(format!("bind {}", rel(src)), hashes.hash(src));
             }
         }
     }
@@ -180,8 +215,9 @@ pub fn desired(
     let mut services = BTreeMap::new();
     let mut networks = BTreeSet::new();
     let mut volumes = BTreeSet::new();
+    let mut hashes = FileHashes::new(files);
     for service in project.services.values() {
-        let inputs = service_inputs(&project, service, images.get(&service.name), files);
+        let inputs = inputs_hashing(&project, service, images.get(&service.name), &mut hashes);
         let depends_on = service
             .depends_on
             .iter()

@@ -82,10 +82,18 @@ pub fn resolve(
         image: String::new(),
         reason: e.to_string(),
     })?;
+    // Looked up once per image, however many services use it (each lookup reads the
+    // image records).
+    let mut stored: BTreeMap<&str, Option<ImageRecord>> = BTreeMap::new();
+    for service in project.services.values() {
+        stored
+            .entry(service.image.as_str())
+            .or_insert_with(|| store.find(&service.image).ok());
+    }
     // Which references to pull, once each.
     let mut to_pull: BTreeMap<String, Reference> = BTreeMap::new();
     for service in project.services.values() {
-        let stored = store.find(&service.image).ok();
+        let stored = &stored[service.image.as_str()];
         let policy = service.pull_policy.unwrap_or(PullPolicy::Missing);
         let pull = match (fetch, &policy) {
             (Fetch::LocalOnly, _) => false,
@@ -164,19 +172,25 @@ pub fn resolve(
             });
         }
     }
-    let mut out = BTreeMap::new();
-    for service in project.services.values() {
-        let Ok(record) = store.find(&service.image) else {
+    // What each image resolved to, once per image.
+    let mut resolved: BTreeMap<&str, Option<Resolved>> = BTreeMap::new();
+    for (image, record) in stored {
+        let record = match (to_pull.contains_key(image), record) {
+            (true, _) => store.find(image).ok(),
+            (false, record) => record,
+        };
+        let Some(record) = record else {
+            resolved.insert(image, None);
             continue;
         };
         let pinned = match fetch {
             Fetch::AsPolicy => record_pinned(&store, &record)?,
             Fetch::LocalOnly => pinned(&record)?.1,
         };
-        out.insert(
-            service.name.clone(),
-            Resolved {
-                reference: service.image.clone(),
+        resolved.insert(
+            image,
+            Some(Resolved {
+                reference: image.to_string(),
                 pinned,
                 digest: record.manifest_digest.to_string(),
                 layers: record
@@ -184,8 +198,15 @@ pub fn resolve(
                     .iter()
                     .map(|l| l.diff_id.to_string())
                     .collect(),
-            },
+            }),
         );
     }
-    Ok(out)
+    Ok(project
+        .services
+        .values()
+        .filter_map(|s| {
+            let r = resolved.get(s.image.as_str())?.clone()?;
+            Some((s.name.clone(), r))
+        })
+        .collect())
 }
