@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use support::containers::{Host, BUSYBOX};
+use support::containers::{err_text, Host, BUSYBOX};
 use support::image::DEFAULT_PATH;
 
 /// Docker's default capability set (moby `oci/caps/defaults.go`): CHOWN, DAC_OVERRIDE,
@@ -21,10 +21,6 @@ const CAP_SYS_RESOURCE: u32 = 24;
 
 fn out_text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err_text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The value of `Key:` in a /proc/PID/status text.

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::containers::{cgroup_dirs, mounts_under, Host, BUSYBOX};
+use support::containers::{assert_gone, err_text, Host, BUSYBOX};
 
 #[test]
 fn foreground_run_streams_output_and_returns_the_exit_code() {
@@ -19,26 +19,6 @@ fn foreground_run_streams_output_and_returns_the_exit_code() {
 
 fn out_text(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err_text(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Every trace of a removed container is gone: directory, mounts, cgroups.
-fn assert_gone(host: &Host, id: &str) {
-    let dir = host.container_dir(id);
-    assert!(!dir.exists(), "{} still exists", dir.display());
-    assert!(
-        mounts_under(&dir).is_empty(),
-        "mounts left: {:?}",
-        mounts_under(&dir)
-    );
-    assert!(
-        cgroup_dirs(id).is_empty(),
-        "cgroups left: {:?}",
-        cgroup_dirs(id)
-    );
 }
 
 #[test]

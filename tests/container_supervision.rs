@@ -7,15 +7,11 @@ mod support;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
-use support::containers::{cgroup_dirs, mounts_under, Host, BUSYBOX};
+use support::containers::{assert_gone, err_text, mounts_under, Host, BUSYBOX};
 use support::netns::NetnsHost;
 
 fn out_text(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err_text(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Polls `inspect` until `pred` holds; fails with the last answer otherwise.
@@ -57,22 +53,6 @@ fn shim_pid(host: &Host, id: &str) -> i32 {
 fn exit_record(host: &Host, id: &str) -> Value {
     serde_json::from_slice(&std::fs::read(host.container_dir(id).join("exit.json")).unwrap())
         .unwrap()
-}
-
-/// Every trace of a removed container is gone: directory, mounts, cgroups.
-fn assert_gone(host: &Host, id: &str) {
-    let dir = host.container_dir(id);
-    assert!(!dir.exists(), "{} still exists", dir.display());
-    assert!(
-        mounts_under(&dir).is_empty(),
-        "mounts left: {:?}",
-        mounts_under(&dir)
-    );
-    assert!(
-        cgroup_dirs(id).is_empty(),
-        "cgroups left: {:?}",
-        cgroup_dirs(id)
-    );
 }
 
 /// The log's records as (time, text) from `logs -t`.

@@ -221,3 +221,24 @@ pub fn mounts_under(dir: &std::path::Path) -> Vec<String> {
         .filter(|m| m.starts_with(&dir))
         .collect()
 }
+
+/// Every trace of a removed container is gone: directory, mounts, cgroups.
+pub fn assert_gone(host: &Host, id: &str) {
+    let dir = host.container_dir(id);
+    assert!(!dir.exists(), "{} still exists", dir.display());
+    assert!(
+        mounts_under(&dir).is_empty(),
+        "mounts left: {:?}",
+        mounts_under(&dir)
+    );
+    assert!(
+        cgroup_dirs(id).is_empty(),
+        "cgroups left: {:?}",
+        cgroup_dirs(id)
+    );
+}
+
+/// A command's stderr as text.
+pub fn err_text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
