@@ -428,3 +428,64 @@ fn a_new_image_that_fails_its_healthcheck_is_rolled_back_by_digest() {
         );
     }
 }
+
+#[test]
+fn services_that_do_not_wait_are_started_while_others_wait_for_health() {
+    // `api` waits for db to be healthy (first probe 1.5 s after start); `aaa`, `zzz` and
+    // `queue-user` (on queue, service_started) need nothing from db, so they are created during
+    // that wait, whatever their names' order.
+    let p = Project::new(
+        r#"
+services:
+  db:
+    image: localhost/busybox:test
+    command: ["sleep", "1000"]
+    healthcheck:
+      test: ["CMD", "true"]
+      interval: 1500ms
+  api:
+    image: localhost/busybox:test
+    command: ["sleep", "1000"]
+    depends_on:
+      db: {condition: service_healthy}
+  aaa:
+    image: localhost/busybox:test
+    command: ["sleep", "1000"]
+  queue:
+    image: localhost/busybox:test
+    command: ["sleep", "1000"]
+  queue-user:
+    image: localhost/busybox:test
+    command: ["sleep", "1000"]
+    depends_on: [queue]
+  zzz:
+    image: localhost/busybox:test
+    command: ["sleep", "1000"]
+"#,
+        "x",
+    );
+    let out = p.apply();
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let at = |what: &str| {
+        err.find(what)
+            .unwrap_or_else(|| panic!("{what:?} not in the apply's output:\n{err}"))
+    };
+    let waiting = at("api: waiting for db (service_healthy)");
+    let api = at("creating api #1");
+    assert!(at("creating db #1") < waiting, "{err}");
+    for other in ["aaa", "queue", "queue-user", "zzz"] {
+        let created = at(&format!("creating {other} #1"));
+        assert!(created < api, "{other} waited for db's health:\n{err}");
+    }
+    assert!(waiting < api, "{err}");
+    for name in [
+        "shop-db-1",
+        "shop-api-1",
+        "shop-aaa-1",
+        "shop-queue-user-1",
+        "shop-zzz-1",
+    ] {
+        assert_eq!(p.host.inspect(name)["State"]["Status"], "running", "{name}");
+    }
+}

@@ -1,5 +1,5 @@
-//! Executing a plan: networks and volumes first, removals, then services in dependency order
-//! (waiting for each dependency's condition), each replica created from its pinned image; then
+//! Executing a plan: networks and volumes first, removals, then services as soon as their
+//! dependencies' conditions hold, each replica created from its pinned image; then
 //! the health gate, and a rollback to the last good generation when the update does not hold.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -34,7 +34,7 @@ use super::{networks, volumes, ReconcileError};
 const MAX_HASHED_FILE: u64 = 64 << 20;
 
 /// How often conditions (dependencies, readiness, the health gate) are checked.
-const POLL: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(50);
 
 /// How an apply behaves.
 #[derive(Debug, Clone)]
@@ -518,6 +518,9 @@ fn escape_dollars(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// Runs the plan: networks, volumes and removals in order, then the services as a ready set:
+/// every service whose dependencies' conditions hold is created before anything waits, so a
+/// slow healthcheck delays only what depends on it (like docker compose's parallel start).
 #[allow(clippy::too_many_arguments)]
 fn execute(
     root: &Path,
@@ -535,7 +538,8 @@ fn execute(
         project: &d.project,
         allow: &config.bind_allow,
     };
-    let mut waited: BTreeSet<String> = BTreeSet::new();
+    // Service steps grouped by service, in the planner's (dependency) order.
+    let mut pending: Vec<(String, Vec<&Step>)> = Vec::new();
     for step in &plan.steps {
         let Step { action, reasons } = step;
         match action {
@@ -567,74 +571,129 @@ fn execute(
                 log(format!("removing {name}: {}", reasons.join("; ")));
                 remove(&store, container)?;
             }
-            Action::Create { service, replica } => {
-                if waited.insert(service.clone()) {
-                    wait_dependencies(root, d, service, opts, log)?;
-                }
-                log(format!(
-                    "creating {service} #{replica}: {}",
-                    reasons.join("; ")
-                ));
-                start(root, d, &paths, service, *replica, generation, None)?;
-            }
-            Action::Recreate {
-                service,
-                replica,
-                container,
-                name,
-                order,
-            } => {
-                if waited.insert(service.clone()) {
-                    wait_dependencies(root, d, service, opts, log)?;
-                }
-                log(format!(
-                    "recreating {service} #{replica} ({name}): {}",
-                    reasons.join("; ")
-                ));
-                let old = found.iter().find(|f| &f.record.id == container);
-                // Both generations cannot hold the same host port: a service that publishes
-                // fixed ports is updated stop-first.
-                let publishes = d
-                    .project
-                    .services
-                    .get(service)
-                    .is_some_and(|s| s.ports.iter().any(|p| p.published.is_some()));
-                let order = match order {
-                    UpdateOrder::StartFirst if publishes => {
-                        log(format!(
-                            "{service}: start-first needs free host ports; it publishes fixed ones, so stop-first"
-                        ));
-                        &UpdateOrder::StopFirst
-                    }
-                    other => other,
-                };
-                match order {
-                    UpdateOrder::StopFirst => {
-                        if let Some(old) = old {
-                            stop(&store, old);
-                        }
-                        remove(&store, container)?;
-                        start(root, d, &paths, service, *replica, generation, None)?;
-                    }
-                    UpdateOrder::StartFirst => {
-                        let hash = &d.state.services[service].hash;
-                        let temp = format!("{name}-{}", &hash[..8.min(hash.len())]);
-                        let id = start(root, d, &paths, service, *replica, generation, Some(temp))?;
-                        wait_ready(
-                            root,
-                            &d.project.name,
-                            &id,
-                            d.project.services.get(service),
-                            opts,
-                        )?;
-                        if let Some(old) = old {
-                            stop(&store, old);
-                        }
-                        remove(&store, container)?;
-                    }
+            Action::Create { service, .. } | Action::Recreate { service, .. } => {
+                match pending.iter_mut().find(|(s, _)| s == service) {
+                    Some((_, steps)) => steps.push(step),
+                    None => pending.push((service.clone(), vec![step])),
                 }
             }
         }
+    }
+    let mut waits = DependencyWaits::default();
+    // One observation per round, taken only when a pending service has something to check,
+    // and dropped once a service was started (its dependents must see the new containers).
+    let mut observed: Option<Vec<Found>> = None;
+    while !pending.is_empty() {
+        let mut next = None;
+        for (i, (service, _)) in pending.iter().enumerate() {
+            let blocked_by_plan = d.project.services.get(service).is_some_and(|s| {
+                s.depends_on
+                    .keys()
+                    .any(|dep| pending.iter().any(|(p, _)| p == dep))
+            });
+            if blocked_by_plan {
+                continue;
+            }
+            if waits.met(root, d, service, &mut observed, opts, log)? {
+                next = Some(i);
+                break;
+            }
+        }
+        match next {
+            Some(i) => {
+                let (_, steps) = pending.remove(i);
+                for step in steps {
+                    run_service_step(root, d, &store, &paths, step, found, generation, opts, log)?;
+                }
+                observed = None;
+            }
+            None => {
+                std::thread::sleep(POLL);
+                observed = None;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates or recreates one replica of a service whose dependencies are met.
+#[allow(clippy::too_many_arguments)]
+fn run_service_step(
+    root: &Path,
+    d: &Desired,
+    store: &ContainerStore,
+    paths: &Paths<'_>,
+    step: &Step,
+    found: &[Found],
+    generation: u64,
+    opts: &ApplyOptions,
+    log: &mut dyn FnMut(String),
+) -> Result<(), ReconcileError> {
+    let Step { action, reasons } = step;
+    match action {
+        Action::Create { service, replica } => {
+            log(format!(
+                "creating {service} #{replica}: {}",
+                reasons.join("; ")
+            ));
+            start(root, d, paths, service, *replica, generation, None)?;
+        }
+        Action::Recreate {
+            service,
+            replica,
+            container,
+            name,
+            order,
+        } => {
+            log(format!(
+                "recreating {service} #{replica} ({name}): {}",
+                reasons.join("; ")
+            ));
+            let old = found.iter().find(|f| &f.record.id == container);
+            // Both generations cannot hold the same host port: a service that publishes
+            // fixed ports is updated stop-first.
+            let publishes = d
+                .project
+                .services
+                .get(service)
+                .is_some_and(|s| s.ports.iter().any(|p| p.published.is_some()));
+            let order = match order {
+                UpdateOrder::StartFirst if publishes => {
+                    log(format!(
+                        "{service}: start-first needs free host ports; it publishes fixed ones, so stop-first"
+                    ));
+                    &UpdateOrder::StopFirst
+                }
+                other => other,
+            };
+            match order {
+                UpdateOrder::StopFirst => {
+                    if let Some(old) = old {
+                        stop(store, old);
+                    }
+                    remove(store, container)?;
+                    start(root, d, paths, service, *replica, generation, None)?;
+                }
+                UpdateOrder::StartFirst => {
+                    let hash = &d.state.services[service].hash;
+                    let temp = format!("{name}-{}", &hash[..8.min(hash.len())]);
+                    let id = start(root, d, paths, service, *replica, generation, Some(temp))?;
+                    wait_ready(
+                        root,
+                        &d.project.name,
+                        &id,
+                        d.project.services.get(service),
+                        opts,
+                    )?;
+                    if let Some(old) = old {
+                        stop(store, old);
+                    }
+                    remove(store, container)?;
+                }
+            }
+        }
+        // Handled before the services by `execute`.
+        Action::CreateNetwork { .. } | Action::CreateVolume { .. } | Action::Remove { .. } => {}
     }
     Ok(())
 }
@@ -836,65 +895,79 @@ fn wait_ready(
     }
 }
 
-/// Waits for the conditions of `service`'s dependencies.
-fn wait_dependencies(
-    root: &Path,
-    d: &Desired,
-    service: &str,
-    opts: &ApplyOptions,
-    log: &mut dyn FnMut(String),
-) -> Result<(), ReconcileError> {
-    let Some(svc) = d.project.services.get(service) else {
-        return Ok(());
-    };
-    for (dep, cond) in &svc.depends_on {
-        let Some(dep_service) = d.project.services.get(dep) else {
-            continue;
+/// Dependency conditions of the services waiting to be created, with when each started
+/// waiting and what was already said about it.
+#[derive(Default)]
+struct DependencyWaits {
+    since: HashMap<String, Instant>,
+    said: BTreeSet<(String, String)>,
+}
+
+impl DependencyWaits {
+    /// Whether every dependency condition of `service` holds now. `Err` when a required one
+    /// can no longer hold, or has not held within the timeout.
+    fn met(
+        &mut self,
+        root: &Path,
+        d: &Desired,
+        service: &str,
+        observed: &mut Option<Vec<Found>>,
+        opts: &ApplyOptions,
+        log: &mut dyn FnMut(String),
+    ) -> Result<bool, ReconcileError> {
+        let Some(svc) = d.project.services.get(service) else {
+            return Ok(true);
         };
-        let deadline = Instant::now() + opts.timeout;
-        let mut said = false;
-        loop {
-            let list = observe::service_containers(root, &d.project.name, dep)?;
-            let state = dependency_met(&list, cond.condition, one_shot(dep_service));
-            match state {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(reason) if cond.required => {
-                    return Err(ReconcileError::Dependency {
-                        service: service.to_string(),
-                        dependency: dep.clone(),
-                        condition: cond.condition.as_str().to_string(),
-                        reason,
-                    })
+        let since = *self
+            .since
+            .entry(service.to_string())
+            .or_insert_with(Instant::now);
+        for (dep, cond) in &svc.depends_on {
+            let Some(dep_service) = d.project.services.get(dep) else {
+                continue;
+            };
+            let all = match observed {
+                Some(all) => all,
+                None => observed.insert(observe::project_containers(root, &d.project.name)?),
+            };
+            let list: Vec<&Found> = all.iter().filter(|f| &f.actual.service == dep).collect();
+            let error = |reason: String| ReconcileError::Dependency {
+                service: service.to_string(),
+                dependency: dep.clone(),
+                condition: cond.condition.as_str().to_string(),
+                reason,
+            };
+            match dependency_met(&list, cond.condition, one_shot(dep_service)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if since.elapsed() >= opts.timeout {
+                        return Err(error(format!("not met after {}s", opts.timeout.as_secs())));
+                    }
+                    if self.said.insert((service.to_string(), dep.clone())) {
+                        log(format!(
+                            "{service}: waiting for {dep} ({})",
+                            cond.condition.as_str()
+                        ));
+                    }
+                    return Ok(false);
                 }
+                Err(reason) if cond.required => return Err(error(reason)),
                 Err(reason) => {
-                    log(format!("{service}: optional dependency {dep}: {reason}"));
-                    break;
+                    if self
+                        .said
+                        .insert((service.to_string(), format!("{dep} (optional)")))
+                    {
+                        log(format!("{service}: optional dependency {dep}: {reason}"));
+                    }
                 }
             }
-            if !said {
-                log(format!(
-                    "{service}: waiting for {dep} ({})",
-                    cond.condition.as_str()
-                ));
-                said = true;
-            }
-            if Instant::now() >= deadline {
-                return Err(ReconcileError::Dependency {
-                    service: service.to_string(),
-                    dependency: dep.clone(),
-                    condition: cond.condition.as_str().to_string(),
-                    reason: format!("not met after {}s", opts.timeout.as_secs()),
-                });
-            }
-            std::thread::sleep(POLL);
         }
+        Ok(true)
     }
-    Ok(())
 }
 
 fn dependency_met(
-    list: &[Found],
+    list: &[&Found],
     condition: DependCondition,
     one_shot: bool,
 ) -> Result<bool, String> {
