@@ -3,7 +3,7 @@
 # the system libseccomp (found through pkg-config). Idempotent. Needs root.
 set -euo pipefail
 
-packages=(libseccomp-dev pkg-config gcc)
+packages=(libseccomp-dev pkg-config gcc libssl-dev)  # libssl: git2 (https, ssh)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -15,6 +15,9 @@ packages=(
   crun              # reference OCI runtime for the runtime benchmark and bundle checks
   iproute2 util-linux ca-certificates curl
   nftables          # nft: dockmaster's table (published ports, NAT) and the network tests
+  git               # git daemon and git-http-backend: the agent's real git servers
+  openssh-server openssh-client  # sshd on loopback for git over ssh (started by the tests)
+  prometheus        # promtool (exposition lint, alert rules) and a real server scraping the agent
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -23,8 +26,17 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Without systemd, maintainer scripts would start sshd, prometheus and its exporters as
+  # services on this machine: policy-rc.d forbids starting anything while installing.
+  made_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" || { [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d; exit 1; }
+  [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 for tool in cargo rustfmt; do
   command -v "$tool" >/dev/null || { echo "missing $tool: install a Rust toolchain (rustup)" >&2; exit 1; }

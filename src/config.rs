@@ -56,6 +56,13 @@ pub struct RegistriesConfig {
 }
 
 impl AgentConfig {
+    /// The agent's local API socket: `api.socket` from the configuration, else
+    /// `<root>/agent.sock`.
+    pub fn socket_path(&self, root: &Path) -> PathBuf {
+        let _ = self;
+        root.join("agent.sock")
+    }
+
     /// Loads `path` when given, else the default file when it exists, else defaults.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (path, required) = match path {

@@ -3,6 +3,8 @@
 //! The binary (`src/main.rs`) decides what the process is before any async runtime starts;
 //! everything else lives in modules named after the concepts they own.
 
+pub mod agent;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -10,9 +12,11 @@ pub mod fsutil;
 pub mod health;
 pub mod image;
 pub mod manifest;
+pub mod metrics;
 pub mod network;
 pub mod plan;
 pub mod process;
 pub mod reconcile;
 pub mod runtime;
+pub mod source;
 pub mod volume;

@@ -1,5 +1,6 @@
 //! Command-line interface: clap definitions and dispatch, one file per verb family.
 
+pub mod admin;
 pub mod container;
 pub mod debug;
 pub mod deploy;
@@ -91,6 +92,14 @@ pub enum Command {
     Down(deploy::DownArgs),
     /// Return a project to its previous good generation.
     Rollback(deploy::RollbackArgs),
+    /// Show the running agent's sources, revisions, services and pending changes.
+    Status(admin::StatusArgs),
+    /// Show the generations the agent applied.
+    History(admin::HistoryArgs),
+    /// Ask the running agent to fetch and reconcile now.
+    Sync(admin::SyncArgs),
+    /// Show the agent's events (`-f` to follow).
+    Events(admin::EventsArgs),
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -120,6 +129,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Apply(a) => deploy::apply(&cli.root, &config()?, a),
         Command::Down(a) => deploy::down(&cli.root, a),
         Command::Rollback(a) => deploy::rollback(&cli.root, &config()?, a),
+        Command::Status(a) => admin::status(&cli.root, &config()?, a),
+        Command::History(a) => admin::history(&cli.root, &config()?, a),
+        Command::Sync(a) => admin::sync(&cli.root, &config()?, a),
+        Command::Events(a) => admin::events(&cli.root, &config()?, a),
         Command::Netd => crate::network::netd::run(&cli.root)
             .map(|()| 0)
             .map_err(Into::into),

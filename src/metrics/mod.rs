@@ -1,0 +1,1 @@
+//! Prometheus metric families of the agent, its process and its containers.

@@ -1,0 +1,1 @@
+//! Where manifests come from: git repositories mirrored locally, read at a commit.
