@@ -585,7 +585,19 @@ fn execute(
     let mut observed: Option<Vec<Found>> = None;
     while !pending.is_empty() {
         let mut next = None;
-        for (i, (service, _)) in pending.iter().enumerate() {
+        // Services others wait for go first: their dependents' waits start sooner.
+        let waited_for = |service: &str| {
+            pending.iter().any(|(other, _)| {
+                d.project
+                    .services
+                    .get(other)
+                    .is_some_and(|s| s.depends_on.contains_key(service))
+            })
+        };
+        let mut candidates: Vec<usize> = (0..pending.len()).collect();
+        candidates.sort_by_key(|&i| !waited_for(&pending[i].0));
+        for i in candidates {
+            let service = &pending[i].0;
             let blocked_by_plan = d.project.services.get(service).is_some_and(|s| {
                 s.depends_on
                     .keys()
