@@ -1,5 +1,6 @@
 //! HTTP: /metrics, /healthz, /readyz, the git webhook, and the local admin API (unix socket).
 
+pub mod client;
 pub mod server;
 pub mod webhook;
 
