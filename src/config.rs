@@ -4,10 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 pub const DEFAULT_ROOT: &str = "/var/lib/dockmaster";
-pub const DEFAULT_CONFIG: &str = "/etc/dockmaster/config.yaml";
+pub const DEFAULT_CONFIG: &str = "/etc/dockmaster/agent.yaml";
+/// Read when DEFAULT_CONFIG does not exist (the name before the agent existed).
+pub const LEGACY_CONFIG: &str = "/etc/dockmaster/config.yaml";
 pub const DEFAULT_CERTS_DIR: &str = "/etc/dockmaster/certs.d";
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +23,26 @@ pub enum ConfigError {
     },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("config {path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+impl crate::error::Categorized for ConfigError {
+    fn category(&self) -> crate::error::Category {
+        match self {
+            ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                crate::error::Category::NotFound
+            }
+            ConfigError::Read { .. } => crate::error::Category::Internal,
+            ConfigError::Parse { .. } | ConfigError::Invalid { .. } => {
+                crate::error::Category::Invalid
+            }
+        }
+    }
 }
 
 /// `/etc/dockmaster/config.yaml` (or `--config`). Every field is optional.
@@ -31,6 +55,198 @@ pub struct AgentConfig {
     /// (empty by default: a manifest cannot mount `/` or dockmaster's state).
     #[serde(default)]
     pub bind_allow: Vec<PathBuf>,
+    /// State directory; `--root` (or DOCKMASTER_ROOT) given explicitly wins.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    /// Git repositories the agent follows.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    /// How often each source is checked (default 60 s).
+    #[serde(default, with = "duration_opt")]
+    pub poll_interval: Option<Duration>,
+    /// A random extra delay up to this much per poll (default 10% of the interval), so that
+    /// a fleet does not hit its git server in the same second.
+    #[serde(default, with = "duration_opt")]
+    pub poll_jitter: Option<Duration>,
+    /// How often running containers are compared with the applied generation (default 30 s).
+    #[serde(default, with = "duration_opt")]
+    pub drift_interval: Option<Duration>,
+    /// How often `follow`/`notify` images are checked for a new digest (default 10 min).
+    #[serde(default, with = "duration_opt")]
+    pub image_check_interval: Option<Duration>,
+    #[serde(default)]
+    pub apply: ApplyConfig,
+    /// Host labels, shown in status and metrics.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `human` (default) or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    #[serde(default)]
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub webhook: WebhookConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `[a-z0-9][a-z0-9_.-]*`: names the mirror and the projects' source in status.
+    #[serde(deserialize_with = "checked::source_name")]
+    pub name: String,
+    /// https, http, ssh://, user@host:path, git://, file:// or a local path.
+    pub url: String,
+    #[serde(default)]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub tag: Option<String>,
+    #[serde(default, deserialize_with = "checked::commit")]
+    pub commit: Option<String>,
+    /// Directories in the repository: one with a compose file is a project, else each of its
+    /// subdirectories with one is. Default `["."]`.
+    #[serde(default, deserialize_with = "checked::repo_paths")]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub auth: GitAuthConfig,
+    #[serde(default, with = "duration_opt")]
+    pub poll_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GitAuthConfig {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ssh_key: Option<PathBuf>,
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyConfig {
+    /// How long updated services must stay up before a generation counts as good
+    /// (default 10 s).
+    #[serde(default, with = "duration_opt")]
+    pub stabilization: Option<Duration>,
+    /// How long to wait for dependencies and readiness (default 5 min).
+    #[serde(default, with = "duration_opt")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// /metrics, /healthz, /readyz, /hooks/git (default 127.0.0.1:9469; "" disables).
+    #[serde(default, deserialize_with = "checked::address")]
+    pub http: Option<String>,
+    /// The local admin API used by the CLI (default `<root>/agent.sock`).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// An optional loopback TCP admin API; needs `api_token_file`.
+    #[serde(default, deserialize_with = "checked::address")]
+    pub api: Option<String>,
+    #[serde(default)]
+    pub api_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// GitHub/Gitea HMAC-SHA256 secret.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// GitLab's `X-Gitlab-Token`.
+    #[serde(default)]
+    pub gitlab_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub gitlab_token: Option<String>,
+}
+
+/// Field checks done while parsing, so that their errors carry the line and column.
+mod checked {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn source_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let name = String::deserialize(d)?;
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && name.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+            });
+        if !valid {
+            return Err(serde::de::Error::custom(format!(
+                "source name {name:?} must match [a-z0-9][a-z0-9_.-]* (at most 64 characters)"
+            )));
+        }
+        Ok(name)
+    }
+
+    pub fn commit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let c = String::deserialize(d)?;
+        if c.len() < 7 || c.len() > 64 || !c.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(serde::de::Error::custom(format!(
+                "{c:?} is not a commit id (7 to 64 hex digits)"
+            )));
+        }
+        Ok(Some(c.to_ascii_lowercase()))
+    }
+
+    pub fn repo_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        let paths = Vec::<String>::deserialize(d)?;
+        for p in &paths {
+            if p.is_empty() || p.starts_with('/') || p.split('/').any(|c| c == "..") {
+                return Err(serde::de::Error::custom(format!(
+                    "path {p:?} must be relative to the repository, without '..'"
+                )));
+            }
+        }
+        Ok(paths)
+    }
+
+    pub fn address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let a = String::deserialize(d)?;
+        if !a.is_empty() && a.parse::<std::net::SocketAddr>().is_err() {
+            return Err(serde::de::Error::custom(format!(
+                "{a:?} is not an address:port (e.g. 127.0.0.1:9469)"
+            )));
+        }
+        Ok(Some(a))
+    }
+}
+
+/// Durations as Compose writes them (`90s`, `1m30s`, `2h`).
+mod duration_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::manifest::syntax::parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -56,17 +272,23 @@ pub struct RegistriesConfig {
 }
 
 impl AgentConfig {
-    /// The agent's local API socket: `api.socket` from the configuration, else
+    /// The agent's local API socket: `listen.socket` from the configuration, else
     /// `<root>/agent.sock`.
     pub fn socket_path(&self, root: &Path) -> PathBuf {
-        let _ = self;
-        root.join("agent.sock")
+        self.listen
+            .socket
+            .clone()
+            .unwrap_or_else(|| root.join("agent.sock"))
     }
 
-    /// Loads `path` when given, else the default file when it exists, else defaults.
+    /// Loads `path` when given, else the default file when it exists (or the legacy name),
+    /// else defaults.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (path, required) = match path {
             Some(p) => (p.to_path_buf(), true),
+            None if !Path::new(DEFAULT_CONFIG).exists() && Path::new(LEGACY_CONFIG).exists() => {
+                (PathBuf::from(LEGACY_CONFIG), false)
+            }
             None => (PathBuf::from(DEFAULT_CONFIG), false),
         };
         let text = match std::fs::read_to_string(&path) {
@@ -76,12 +298,100 @@ impl AgentConfig {
             }
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
+        Self::parse(&path, &text)
+    }
+
+    /// Parses and validates a configuration; errors name the file, the line and the field.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         if text.trim().is_empty() {
             return Ok(AgentConfig::default());
         }
-        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
-            path,
-            message: e.to_string(),
-        })
+        let mut field = String::new();
+        let parsed: Result<AgentConfig, _> = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                field = e.path().to_string();
+                e.into_inner()
+            })
+        });
+        let config = parsed.map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: if field.is_empty() || field == "." {
+                e.to_string()
+            } else {
+                format!("field {field}: {e}")
+            },
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message,
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let field = |f: &str| format!("sources[{i}].{f}");
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(
+                    field("name"),
+                    format!("{:?} is used twice", s.name),
+                ));
+            }
+            if s.url.trim().is_empty() {
+                return Err(invalid(field("url"), "is empty".into()));
+            }
+            let refs = [&s.branch, &s.tag, &s.commit]
+                .iter()
+                .filter(|r| r.is_some())
+                .count();
+            if refs > 1 {
+                return Err(invalid(
+                    field("branch"),
+                    "give one of branch, tag or commit".into(),
+                ));
+            }
+            let a = &s.auth;
+            if a.token.is_some() && a.token_file.is_some() {
+                return Err(invalid(
+                    field("auth.token"),
+                    "give token or token_file".into(),
+                ));
+            }
+            if a.password.is_some() && a.password_file.is_some() {
+                return Err(invalid(
+                    field("auth.password"),
+                    "give password or password_file".into(),
+                ));
+            }
+            if a.known_hosts.is_some() && a.ssh_key.is_none() {
+                return Err(invalid(field("auth.known_hosts"), "needs ssh_key".into()));
+            }
+            if let Some(d) = s.poll_interval {
+                if d < Duration::from_millis(100) {
+                    return Err(invalid(field("poll_interval"), "is below 100ms".into()));
+                }
+            }
+        }
+        for (name, d) in [
+            ("poll_interval", self.poll_interval),
+            ("drift_interval", self.drift_interval),
+            ("image_check_interval", self.image_check_interval),
+        ] {
+            if d.is_some_and(|d| d < Duration::from_millis(100)) {
+                return Err(invalid(name.into(), "is below 100ms".into()));
+            }
+        }
+        if self.listen.api.as_deref().is_some_and(|a| !a.is_empty())
+            && self.listen.api_token_file.is_none()
+        {
+            return Err(invalid(
+                "listen.api".into(),
+                "a TCP admin API needs listen.api_token_file".into(),
+            ));
+        }
+        Ok(())
     }
 }

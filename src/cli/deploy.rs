@@ -1,7 +1,6 @@
 //! Converging commands on a Compose project: `plan DIR` (what would change, and why),
 //! `apply DIR [--wait]`, `down PROJECT [-v]` and `rollback PROJECT`.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use clap::{Args, ValueEnum};
 use crate::config::AgentConfig;
 use crate::manifest::OsFiles;
 use crate::reconcile::apply::{self, ApplyOptions, Outcome};
-use crate::reconcile::{generations, networks, observe, volumes};
+use crate::reconcile::generations;
 
 use super::project::ProjectArgs;
 
@@ -98,7 +97,7 @@ pub fn apply(root: &Path, config: &AgentConfig, args: ApplyArgs) -> anyhow::Resu
         stabilization: Duration::from_secs(args.stabilization),
         timeout: Duration::from_secs(args.wait_timeout),
         wait_all: args.wait,
-        revision: None,
+        ..ApplyOptions::default()
     };
     let name = project.name.clone();
     let report = apply::apply(&root, config, project, &OsFiles, &opts, &mut |line| {
@@ -130,50 +129,10 @@ pub fn apply(root: &Path, config: &AgentConfig, args: ApplyArgs) -> anyhow::Resu
 /// `dockmaster down PROJECT [-v]`: removes the project's containers and networks (and
 /// volumes with `-v`), and forgets its generations.
 pub fn down(root: &Path, args: DownArgs) -> anyhow::Result<i32> {
-    let found = observe::project_containers(root, &args.project)?;
-    let store = crate::runtime::container::ContainerStore::new(root);
-    let mut volume_names = BTreeSet::new();
-    let mut network_names = BTreeSet::new();
-    for g in generations::list(root, &args.project)? {
-        if let Ok(project) = apply::load_recorded(&g) {
-            network_names.extend(
-                project
-                    .networks
-                    .values()
-                    .filter(|n| !n.external)
-                    .map(|n| n.name.clone()),
-            );
-            volume_names.extend(
-                project
-                    .volumes
-                    .values()
-                    .filter(|v| !v.external)
-                    .map(|v| v.name.clone()),
-            );
-        }
-    }
-    for f in &found {
-        eprintln!("removing {}", f.record.name);
-        crate::runtime::lifecycle::remove(&store, &f.record, true)?;
-    }
-    for net in networks::remove_unused(root, &network_names)? {
-        eprintln!("removed network {net}");
-    }
-    if args.volumes {
-        // Anonymous volumes of the project's containers are named <project>_<service>_<n>_<hash>.
-        if let Ok(vs) = crate::volume::VolumeStore::open(root).and_then(|s| s.list()) {
-            for v in vs {
-                if v.labels.get(crate::reconcile::translate::LABEL_PROJECT) == Some(&args.project) {
-                    volume_names.insert(v.name);
-                }
-            }
-        }
-        for v in volumes::remove(root, &volume_names)? {
-            eprintln!("removed volume {v}");
-        }
-    }
-    generations::forget(root, &args.project)?;
-    if found.is_empty() && network_names.is_empty() {
+    let existed = crate::reconcile::down::down(root, &args.project, args.volumes, &mut |line| {
+        eprintln!("{line}")
+    })?;
+    if !existed {
         eprintln!("project {}: nothing to remove", args.project);
     }
     Ok(0)

@@ -48,6 +48,8 @@ pub struct ApplyOptions {
     pub wait_all: bool,
     /// The source revision to record (git commit), when known.
     pub revision: Option<String>,
+    /// Images pulled again although stored (a `follow` tag that moved).
+    pub refresh: images::Refresh,
 }
 
 impl Default for ApplyOptions {
@@ -57,6 +59,7 @@ impl Default for ApplyOptions {
             timeout: Duration::from_secs(120),
             wait_all: false,
             revision: None,
+            refresh: images::Refresh::new(),
         }
     }
 }
@@ -330,7 +333,8 @@ pub fn apply(
     opts: &ApplyOptions,
     log: &mut dyn FnMut(String),
 ) -> Result<ApplyReport, ReconcileError> {
-    let images = images::resolve(root, config, &project, Fetch::AsPolicy, log)?;
+    let images =
+        images::resolve_refreshing(root, config, &project, Fetch::AsPolicy, &opts.refresh, log)?;
     let d = desired(project, images, files);
     let (actual, found) =
         observe::actual_state(root, &d.project.name, &d.state.networks, &d.state.volumes)?;
@@ -440,29 +444,57 @@ fn pinned_project_json(d: &Desired) -> serde_json::Value {
     v
 }
 
-/// Re-applies a recorded generation (rollback): its project with pinned images, no gate
-/// failure rollback of its own.
-pub fn restore(
+/// The desired state of a recorded generation: its project with pinned images, and the
+/// recorded inputs (file contents may have changed since).
+fn recorded_desired(
     root: &Path,
     config: &AgentConfig,
     generation: &Generation,
-    opts: &ApplyOptions,
+    fetch: Fetch,
     log: &mut dyn FnMut(String),
-) -> Result<(), ReconcileError> {
+) -> Result<Desired, ReconcileError> {
     let project = load_recorded(generation)?;
     let files = crate::manifest::OsFiles;
-    let images = images::resolve(root, config, &project, Fetch::AsPolicy, log)?;
+    let images = images::resolve(root, config, &project, fetch, log)?;
     let mut d = desired(project, images, &files);
-    // The recorded inputs are the truth (file contents may have changed since).
     for (name, s) in d.state.services.iter_mut() {
         if let Some(r) = generation.services.get(name) {
             s.inputs = r.inputs.clone();
             s.hash = r.hash.clone();
         }
     }
+    Ok(d)
+}
+
+/// What it would take to return to a recorded generation (drift: containers that died, were
+/// removed or changed by hand). Nothing is pulled or changed.
+pub fn restore_plan(
+    root: &Path,
+    config: &AgentConfig,
+    generation: &Generation,
+) -> Result<Plan, ReconcileError> {
+    let d = recorded_desired(root, config, generation, Fetch::LocalOnly, &mut |_| {})?;
+    let (actual, _) =
+        observe::actual_state(root, &d.project.name, &d.state.networks, &d.state.volumes)?;
+    plan::plan(&d.state, &actual).map_err(ReconcileError::Plan)
+}
+
+/// Re-applies a recorded generation (rollback, drift correction): its project with pinned
+/// images, no gate-failure rollback of its own. Returns what was done.
+pub fn restore(
+    root: &Path,
+    config: &AgentConfig,
+    generation: &Generation,
+    opts: &ApplyOptions,
+    log: &mut dyn FnMut(String),
+) -> Result<Plan, ReconcileError> {
+    let d = recorded_desired(root, config, generation, Fetch::AsPolicy, log)?;
     let (actual, found) =
         observe::actual_state(root, &d.project.name, &d.state.networks, &d.state.volumes)?;
     let plan = plan::plan(&d.state, &actual).map_err(ReconcileError::Plan)?;
+    if plan.is_empty() {
+        return Ok(plan);
+    }
     log(plan.to_string().trim_end().to_string());
     execute(
         root,
@@ -479,7 +511,8 @@ pub fn restore(
         .into_iter()
         .map(String::from)
         .collect();
-    gate(root, &d, &changed, opts, log)
+    gate(root, &d, &changed, opts, log)?;
+    Ok(plan)
 }
 
 /// The project of a generation, loaded again from its recorded JSON.

@@ -38,6 +38,10 @@ pub enum Fetch {
     AsPolicy,
 }
 
+/// Images (as written in manifests) pulled again even though a copy is stored: a `follow`
+/// tag that moved.
+pub type Refresh = std::collections::BTreeSet<String>;
+
 fn pinned(record: &ImageRecord) -> Result<(Reference, String), ReconcileError> {
     let r = Reference::parse_pullable(&record.reference).map_err(|e| ReconcileError::Image {
         image: record.reference.clone(),
@@ -78,6 +82,18 @@ pub fn resolve(
     fetch: Fetch,
     log: &mut dyn FnMut(String),
 ) -> Result<BTreeMap<String, Resolved>, ReconcileError> {
+    resolve_refreshing(root, config, project, fetch, &Refresh::new(), log)
+}
+
+/// [`resolve`], pulling the images in `refresh` again (unless `LocalOnly`).
+pub fn resolve_refreshing(
+    root: &Path,
+    config: &AgentConfig,
+    project: &Project,
+    fetch: Fetch,
+    refresh: &Refresh,
+    log: &mut dyn FnMut(String),
+) -> Result<BTreeMap<String, Resolved>, ReconcileError> {
     let store = ImageStore::open(root).map_err(|e| ReconcileError::Image {
         image: String::new(),
         reason: e.to_string(),
@@ -110,7 +126,7 @@ pub fn resolve(
                 }
                 false
             }
-            _ => stored.is_none(),
+            _ => stored.is_none() || refresh.contains(&service.image),
         };
         if pull {
             let r =

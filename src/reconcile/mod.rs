@@ -3,6 +3,7 @@
 //! back, and record each generation.
 
 pub mod apply;
+pub mod down;
 pub mod generations;
 pub mod images;
 pub mod networks;
