@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions and dispatch, one file per verb family.
 
 pub mod admin;
+pub mod agent;
 pub mod container;
 pub mod debug;
 pub mod deploy;
@@ -92,6 +93,8 @@ pub enum Command {
     Down(deploy::DownArgs),
     /// Return a project to its previous good generation.
     Rollback(deploy::RollbackArgs),
+    /// Run the GitOps agent: follow git sources, converge the host, serve metrics and the API.
+    Agent(agent::AgentArgs),
     /// Show the running agent's sources, revisions, services and pending changes.
     Status(admin::StatusArgs),
     /// Show the generations the agent applied.
@@ -129,6 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Apply(a) => deploy::apply(&cli.root, &config()?, a),
         Command::Down(a) => deploy::down(&cli.root, a),
         Command::Rollback(a) => deploy::rollback(&cli.root, &config()?, a),
+        Command::Agent(a) => agent::run(&cli.root, cli.config.as_deref(), config()?, a),
         Command::Status(a) => admin::status(&cli.root, &config()?, a),
         Command::History(a) => admin::history(&cli.root, &config()?, a),
         Command::Sync(a) => admin::sync(&cli.root, &config()?, a),

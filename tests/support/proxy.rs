@@ -62,6 +62,8 @@ struct Shared {
     faults: Mutex<Faults>,
     /// Bytes per second for blob bodies; 0 means unthrottled.
     throttle: AtomicU64,
+    /// The registry is "unreachable": every connection is closed at once.
+    down: std::sync::atomic::AtomicBool,
 }
 
 /// The proxy; dropping it stops accepting (connections in flight finish on their own).
@@ -79,6 +81,7 @@ impl FaultProxy {
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Faults::default()),
             throttle: AtomicU64::new(0),
+            down: std::sync::atomic::AtomicBool::new(false),
         });
         let server = ServerThread::spawn(listener, shared.clone(), handle);
         FaultProxy { shared, server }
@@ -128,12 +131,22 @@ impl FaultProxy {
             .count()
     }
 
+    /// While down, every connection is closed without an answer (a registry gone from the
+    /// network, as clients see it).
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
+    }
+
     pub fn clear_log(&self) {
         self.shared.log.lock().expect("proxy log").clear();
     }
 }
 
 fn handle(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    if shared.down.load(Ordering::SeqCst) {
+        let _ = client.shutdown(Shutdown::Both);
+        return Ok(());
+    }
     client.set_read_timeout(Some(Duration::from_secs(60)))?;
     let Some((head, early_body)) = read_head(&mut client)? else {
         return Ok(());
