@@ -515,7 +515,8 @@ async fn serve_with_grace(
     tokio::pin!(serve);
     let result = tokio::select! {
         r = &mut serve => r,
-        _ = stopped.wait_for(|s| *s) => {
+        // The guard `wait_for` returns must not live across the await below (not Send).
+        _ = async { let _ = stopped.wait_for(|s| *s).await; } => {
             tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await.unwrap_or(Ok(()))
         }
     };

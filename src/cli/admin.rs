@@ -442,9 +442,9 @@ project web (infra:apps/web)
         assert_eq!(
             render_history(&entries, NOW),
             "\
-PROJECT  GENERATION  REVISION    STATUS  AGE        ERROR
-web      3           abcdef0123  good    2h0m ago   -
-web      4           -           failed  1d1h ago   image missing
+PROJECT  GENERATION  REVISION    STATUS  AGE       ERROR
+web      3           abcdef0123  good    2h0m ago  -
+web      4           -           failed  1d1h ago  image missing
 "
         );
         assert_eq!(render_history(&[], NOW), "no generations\n");
