@@ -563,7 +563,10 @@ pub async fn serve_admin_tcp(
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_else(|_| "?".into());
-            return Err(ApiError::TcpWithoutToken { addr });
+            // Logged here too: callers usually spawn this and may never look at the result.
+            let err = ApiError::TcpWithoutToken { addr };
+            tracing::error!("{err}");
+            return Err(err);
         }
     };
     let stop = stop_signal(shutdown);
