@@ -28,7 +28,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -294,49 +296,49 @@ impl Metrics {
             .set(1);
         m.registry.register(
             "dockmaster_build_info",
-            "Always 1; the version label is the agent's version.",
+            "Always 1; the version label is the agent's version",
             build_info,
         );
 
         // Families are cheap handles on shared maps: the registry's copy and ours are one.
         m.registry.register(
             "dockmaster_sync_runs",
-            "Sync runs of a git source, by result (success, failure, noop).",
+            "Sync runs of a git source, by result (success, failure, noop)",
             m.sync_runs.clone(),
         );
         m.registry.register(
             "dockmaster_sync_failures",
-            "Failed sync runs of a git source, by reason.",
+            "Failed sync runs of a git source, by reason",
             m.sync_failures.clone(),
         );
         m.registry.register(
             "dockmaster_sync_duration_seconds",
-            "Wall time of a sync run, from trigger to converged or failed.",
+            "Wall time of a sync run, from trigger to converged or failed",
             m.sync_duration.clone(),
         );
         m.registry.register(
             "dockmaster_last_successful_sync_timestamp_seconds",
-            "Unix time of the last sync run of a source that succeeded or had nothing to do.",
+            "Unix time of the last sync run of a source that succeeded or had nothing to do",
             m.last_success.clone(),
         );
         m.registry.register(
             "dockmaster_applied_revision_info",
-            "Always 1; the revision label is the commit applied to the project.",
+            "Always 1; the revision label is the commit applied to the project",
             m.applied_revision.clone(),
         );
         m.registry.register(
             "dockmaster_project_generation",
-            "Number of the project's applied generation.",
+            "Number of the project's applied generation",
             m.generation.clone(),
         );
         m.registry.register(
             "dockmaster_pending_changes",
-            "Planned actions of the project not applied (failed or waiting).",
+            "Planned actions of the project not applied (failed or waiting)",
             m.pending.clone(),
         );
         m.registry.register(
             "dockmaster_containers_desired",
-            "Containers the applied generation wants for the service.",
+            "Containers the applied generation wants for the service",
             m.desired.clone(),
         );
         m.registry
@@ -347,37 +349,37 @@ impl Metrics {
             }));
         m.registry.register(
             "dockmaster_image_pulls",
-            "Image pulls by the agent, by result (success, failure).",
+            "Image pulls by the agent, by result (success, failure)",
             m.pulls.clone(),
         );
         m.registry.register(
             "dockmaster_image_pull_bytes",
-            "Bytes downloaded by image pulls.",
+            "Bytes downloaded by image pulls",
             m.pull_bytes.clone(),
         );
         m.registry.register(
             "dockmaster_image_pull_duration_seconds",
-            "Wall time of an image pull, successful or not.",
+            "Wall time of an image pull, successful or not",
             m.pull_duration.clone(),
         );
         m.registry.register(
             "dockmaster_image_updates_available",
-            "1 when a newer digest of a notify-policy service's image tag exists.",
+            "1 when a newer digest of a notify-policy service's image tag exists",
             m.updates_available.clone(),
         );
         m.registry.register(
             "dockmaster_rollbacks",
-            "Rollbacks of the project to its previous generation.",
+            "Rollbacks of the project to its previous generation",
             m.rollbacks.clone(),
         );
         m.registry.register(
             "dockmaster_drift_corrections",
-            "Containers of the service put back after they died, vanished or were changed.",
+            "Containers of the service put back after they died, vanished or were changed",
             m.drift.clone(),
         );
         m.registry.register(
             "dockmaster_webhook_requests",
-            "Webhook requests, by result.",
+            "Webhook requests, by result",
             m.webhooks.clone(),
         );
         m.registry.register_collector(Box::new(ProcessCollector));
@@ -641,7 +643,8 @@ fn saturate(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The agent's own `process_*` metrics, read at each scrape.
+/// The agent's own `process_*` metrics, read at each scrape. (Help texts of collectors are
+/// written as given; `Registry::register` appends a period to its own.)
 #[derive(Debug)]
 struct ProcessCollector;
 
@@ -650,17 +653,18 @@ impl Collector for ProcessCollector {
         let stats = ProcessStats::read_self()
             .map_err(|err| tracing::warn!("process metrics not read: {err}"))
             .ok();
-        let gauge = |encoder: &mut DescriptorEncoder,
-                     name: &str,
-                     help: &str,
-                     value: Option<f64>|
-         -> Result<(), fmt::Error> {
+        fn gauge<V: EncodeGaugeValue>(
+            encoder: &mut DescriptorEncoder,
+            name: &str,
+            help: &str,
+            value: Option<V>,
+        ) -> Result<(), fmt::Error> {
             let m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             match value {
                 Some(v) => ConstGauge::new(v).encode(m),
                 None => Ok(()),
             }
-        };
+        }
         let m = encoder.encode_descriptor(
             "process_cpu_seconds",
             "Total user and system CPU time spent in seconds.",
@@ -675,25 +679,25 @@ impl Collector for ProcessCollector {
             &mut encoder,
             "process_resident_memory_bytes",
             "Resident memory size in bytes.",
-            s.map(|s| s.resident_memory_bytes as f64),
+            s.map(|s| s.resident_memory_bytes),
         )?;
         gauge(
             &mut encoder,
             "process_virtual_memory_bytes",
             "Virtual memory size in bytes.",
-            s.map(|s| s.virtual_memory_bytes as f64),
+            s.map(|s| s.virtual_memory_bytes),
         )?;
         gauge(
             &mut encoder,
             "process_open_fds",
             "Number of open file descriptors.",
-            s.map(|s| s.open_fds as f64),
+            s.map(|s| s.open_fds),
         )?;
         gauge(
             &mut encoder,
             "process_max_fds",
             "Maximum number of open file descriptors (soft limit).",
-            s.and_then(|s| s.max_fds).map(|n| n as f64),
+            s.and_then(|s| s.max_fds),
         )?;
         gauge(
             &mut encoder,
@@ -705,7 +709,7 @@ impl Collector for ProcessCollector {
             &mut encoder,
             "process_threads",
             "Number of OS threads in the process.",
-            s.map(|s| s.threads as f64),
+            s.map(|s| s.threads),
         )
     }
 }
