@@ -1019,3 +1019,74 @@ fn install_script_drives_systemctl() {
     assert_eq!(stub_calls(), [check]);
     assert_eq!(host_files(), before);
 }
+
+// ---- agent.yaml ---------------------------------------------------------------------------
+
+/// deploy/agent.yaml passes `dockmaster agent --check`, moved to a temporary /etc/dockmaster
+/// holding the files it names (the check reads the git token file).
+#[test]
+fn example_agent_config_passes_the_agents_check() {
+    let example = read("deploy/agent.yaml");
+    let tmp = tempfile::tempdir().unwrap();
+    let etc = tmp.path().join("etc/dockmaster");
+    fs::create_dir_all(etc.join("certs.d")).unwrap();
+    let named = Regex::new(r"(?m)^[^#\n]*?/etc/dockmaster/([A-Za-z0-9._-]+)").unwrap();
+    let files: BTreeSet<&str> = named
+        .captures_iter(&example)
+        .map(|c| c.get(1).expect("file name").as_str())
+        .collect();
+    assert!(files.contains("git-token"), "{files:?}");
+    for f in &files {
+        let path = etc.join(f);
+        if !path.exists() {
+            fs::write(
+                &path,
+                if f.ends_with(".json") {
+                    "{}"
+                } else {
+                    "secret\n"
+                },
+            )
+            .unwrap();
+        }
+    }
+    let config = tmp.path().join("agent.yaml");
+    fs::write(
+        &config,
+        example.replace("/etc/dockmaster/", &format!("{}/", etc.display())),
+    )
+    .unwrap();
+    let o = success(
+        Command::new(bin())
+            .arg("agent")
+            .arg("--config")
+            .arg(&config)
+            .arg("--check")
+            .env_remove("DOCKMASTER_ROOT")
+            .env_remove("DOCKMASTER_CONFIG"),
+    );
+    assert_eq!(
+        stdout(&o).trim(),
+        "configuration valid: 1 source(s), root /var/lib/dockmaster"
+    );
+
+    // The check does look at the file: an unknown field fails it.
+    fs::write(
+        &config,
+        fs::read_to_string(&config).unwrap() + "no_such_setting: 1\n",
+    )
+    .unwrap();
+    let o = output(
+        Command::new(bin())
+            .arg("agent")
+            .arg("--config")
+            .arg(&config)
+            .arg("--check"),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no_such_setting"),
+        "{}",
+        text(&o)
+    );
+}
