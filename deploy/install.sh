@@ -141,13 +141,14 @@ if [ "$systemd" = 1 ]; then
 	elif "$systemctl" is-active --quiet dockmaster.service; then
 		if [ "$bin_changed" = 1 ] || [ "$unit_changed" = 1 ]; then
 			# Only the agent restarts; shims and containers keep running.
-			run "$systemctl" restart dockmaster.service
+			run "$systemctl" restart --no-block dockmaster.service
 		fi
 		run "$systemctl" enable dockmaster.service
 	else
-		run "$systemctl" enable --now dockmaster.service
+		run "$systemctl" enable --now --no-block dockmaster.service
 	fi
-	echo "installed; status: dockmaster status, logs: journalctl -u dockmaster"
+	# --no-block: the agent reports ready after its first sync, which may pull images for minutes.
+	echo "installed; follow the start with: systemctl status dockmaster, dockmaster status, journalctl -u dockmaster -f"
 elif [ -n "$prefix" ]; then
 	echo "installed below $prefix; systemctl was not called (--prefix)"
 else

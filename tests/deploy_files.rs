@@ -985,7 +985,10 @@ fn install_script_drives_systemctl() {
     // The admin configured it: checked, then enabled and started.
     let o = run();
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(systemctl.take(), ["enable --now dockmaster.service"]);
+    assert_eq!(
+        systemctl.take(),
+        ["enable --now --no-block dockmaster.service"]
+    );
     assert_eq!(stub_calls(), std::slice::from_ref(&check));
 
     // Running and nothing changed: only (re-)enabled, not restarted.
@@ -1001,7 +1004,10 @@ fn install_script_drives_systemctl() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         systemctl.take(),
-        ["restart dockmaster.service", "enable dockmaster.service"]
+        [
+            "restart --no-block dockmaster.service",
+            "enable dockmaster.service"
+        ]
     );
     assert_eq!(stub_calls(), std::slice::from_ref(&check));
 
