@@ -17,6 +17,7 @@ packages=(
   nftables          # nft: dockmaster's table (published ports, NAT) and the network tests
   git               # git daemon and git-http-backend: the agent's real git servers
   openssh-server openssh-client  # sshd on loopback for git over ssh (started by the tests)
+  systemd           # systemd-analyze verify of the unit file
   prometheus        # promtool (exposition lint, alert rules) and a real server scraping the agent
 )
 missing=()

@@ -163,6 +163,7 @@ pub fn run(
         .context("start the async runtime")?;
     let code = rt.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let mut servers = Vec::new();
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
@@ -176,17 +177,17 @@ pub fn run(
                 .await
                 .with_context(|| format!("listen on {http}"))?;
             tracing::info!("serving /metrics, /healthz, /readyz, /hooks/git on {http}");
-            tokio::spawn(api::serve_public(listener, state.clone(), stopped(stop_rx.clone())));
+            servers.push(tokio::spawn(api::serve_public(listener, state.clone(), stopped(stop_rx.clone()))));
         }
         let socket_path = config.socket_path(&root);
         let socket = AdminSocket::bind(&socket_path)
             .with_context(|| format!("listen on {}", socket_path.display()))?;
-        tokio::spawn(api::serve_admin_unix(socket, state.clone(), stopped(stop_rx.clone())));
+        servers.push(tokio::spawn(api::serve_admin_unix(socket, state.clone(), stopped(stop_rx.clone()))));
         if let Some(addr) = config.listen.api.clone().filter(|a| !a.is_empty()) {
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .with_context(|| format!("listen on {addr}"))?;
-            tokio::spawn(api::serve_admin_tcp(listener, state.clone(), stopped(stop_rx.clone())));
+            servers.push(tokio::spawn(api::serve_admin_tcp(listener, state.clone(), stopped(stop_rx.clone()))));
         }
         // Triggers from the API to the worker's channel.
         {
@@ -199,14 +200,9 @@ pub fn run(
                 }
             });
         }
-        // Readiness and the systemd watchdog.
-        {
-            let mut status = status_rx.clone();
-            tokio::spawn(async move {
-                let _ = status.wait_for(|s| s.ready).await;
-                notify::notify("READY=1");
-            });
-        }
+        // systemd's readiness: the listeners are up and state is loaded. Convergence can
+        // take minutes (pulls, health gates) and has its own signal (`/readyz`).
+        notify::notify("READY=1");
         if let Some(interval) = notify::watchdog_interval() {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(interval);
@@ -247,8 +243,14 @@ pub fn run(
         tracing::info!("stopping the agent (containers keep running)");
         let _ = stop_tx.send(true);
         let _ = msg_tx.send(Msg::Stop);
-        // Let the listeners close their sockets.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Let the listeners finish open requests and remove the socket file (each gives
+        // its connections a few seconds).
+        for server in servers {
+            match tokio::time::timeout(Duration::from_secs(7), server).await {
+                Ok(Ok(Err(e))) => tracing::warn!("listener: {e}"),
+                Ok(_) | Err(_) => {}
+            }
+        }
         anyhow::Ok(0)
     })?;
     // The worker finishes its current step (a step never takes longer than the apply

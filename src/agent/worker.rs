@@ -56,6 +56,9 @@ struct SourceRuntime {
     revision: Option<String>,
     last_fetch: Option<u64>,
     last_error: Option<String>,
+    /// Consecutive failed fetches: the source is retried sooner than its poll interval
+    /// (2 s doubling), so a hiccup at start does not wait out an hourly poll.
+    failures: u32,
 }
 
 pub struct Worker {
@@ -222,6 +225,7 @@ impl Worker {
                     revision: old.as_ref().and_then(|o| o.revision.clone()),
                     last_fetch: old.as_ref().and_then(|o| o.last_fetch),
                     last_error: old.and_then(|o| o.last_error),
+                    failures: 0,
                 },
             );
         }
@@ -380,6 +384,7 @@ impl Worker {
                 src.revision = Some(commit.clone());
                 src.last_fetch = Some(unix_now());
                 src.last_error = None;
+                src.failures = 0;
                 (mirror, commit)
             }
             Ok((mirror, Err(e))) => {
@@ -439,6 +444,9 @@ impl Worker {
     fn fetch_failed(&mut self, name: &str, message: &str, started: Instant) {
         if let Some(src) = self.sources.get_mut(name) {
             src.last_error = Some(message.to_string());
+            let retry = Duration::from_secs(2u64 << src.failures.min(10)).min(src.poll);
+            src.failures = src.failures.saturating_add(1);
+            src.next_poll = Instant::now() + retry;
         }
         self.event("error", Some(name), None, message.to_string());
         self.publish.metrics.sync_finished(

@@ -1,0 +1,593 @@
+//! `dockmaster agent` end to end, as root: real git servers on 127.0.0.1 (git daemon, smart
+//! HTTP with basic auth), the real registry behind a proxy that can play unreachable, real
+//! containers (network_mode none: the agent's HTTP listener is on the host's loopback only),
+//! and a real Prometheus server scraping the agent.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use support::containers::{Host, BUSYBOX};
+use support::env::free_port;
+use support::git_server::{GitDaemon, GitHttp, GitRepos, WorkClone};
+
+/// A running agent; dropped: SIGTERM (containers stay; the Host removes them), then SIGKILL.
+struct Agent {
+    child: Option<Child>,
+    http: String,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(host: &Host, config: &str) -> Agent {
+        let dir = host.root.path();
+        let http = format!("127.0.0.1:{}", free_port());
+        let config = format!("{config}\nlisten: {{http: \"{http}\"}}\n");
+        let path = dir.join("agent.yaml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join(format!(
+            "agent-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = host
+            .cmd(&["agent", "--config", path.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start the agent");
+        let agent = Agent {
+            child: Some(child),
+            http,
+            log,
+        };
+        eventually(&agent, "the agent serves /healthz", 30, || {
+            get(&format!("http://{}/healthz", agent.http)).map(|_| ())
+        });
+        agent
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn metrics(&self) -> String {
+        get(&format!("http://{}/metrics", self.http)).unwrap_or_default()
+    }
+
+    /// The value of one sample (`name{labels}` exactly as exposed), 0 when absent.
+    fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on the PID of a child we own and have not reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn get(url: &str) -> Option<String> {
+    let r = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?
+        .get(url)
+        .send()
+        .ok()?;
+    r.status().is_success().then(|| r.text().ok()).flatten()
+}
+
+fn eventually<T>(agent: &Agent, what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s: {what}\nagent log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn status(host: &Host) -> serde_json::Value {
+    let out = host.ok(&["status", "--format", "json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status JSON {out:?}: {e}"))
+}
+
+fn project<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    status["projects"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+}
+
+/// Name -> id of the containers `ps -a` lists.
+fn ids(host: &Host) -> std::collections::BTreeMap<String, String> {
+    let out = host.ok(&["ps", "-a", "--format", "json"]);
+    let mut map = std::collections::BTreeMap::new();
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let items = match v {
+            serde_json::Value::Array(a) => a,
+            other => vec![other],
+        };
+        for c in items {
+            map.insert(
+                c["Names"].as_str().unwrap_or_default().to_string(),
+                c["ID"].as_str().unwrap_or_default().to_string(),
+            );
+        }
+    }
+    map
+}
+
+fn stack(message: &str) -> String {
+    format!(
+        r#"services:
+  app:
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo $$MESSAGE; exec sleep 1000"]
+    environment: {{MESSAGE: "{message}"}}
+    network_mode: none
+    healthcheck:
+      test: ["CMD", "true"]
+      interval: 300ms
+  worker:
+    image: {BUSYBOX}
+    command: ["sleep", "1000"]
+    network_mode: none
+"#
+    )
+}
+
+/// Waits until project `name` is converged at `revision`; returns its status.
+fn converged(
+    agent: &Agent,
+    host: &Host,
+    name: &str,
+    revision: &str,
+    secs: u64,
+) -> serde_json::Value {
+    eventually(
+        agent,
+        &format!("{name} converged at {revision}"),
+        secs,
+        || {
+            let s = status(host);
+            let p = project(&s, name)?;
+            (p["state"] == "converged"
+                && p["revision"] == revision
+                && p["services"]
+                    .as_array()?
+                    .iter()
+                    .all(|s| s["running"] == s["desired"]))
+            .then(|| p.clone())
+        },
+    )
+}
+
+#[test]
+fn pushed_commits_converge_bad_ones_change_nothing_and_drift_is_put_back() {
+    let host = Host::new();
+    let repos = GitRepos::new();
+    let bare = repos.create("fleet");
+    let work = WorkClone::new(&bare);
+    work.write("stacks/demo/compose.yaml", &stack("one"));
+    work.write("README.md", "not a project\n");
+    let c1 = work.commit("one");
+    work.push();
+    let daemon = GitDaemon::start(repos.path());
+    let agent = Agent::start(
+        &host,
+        &format!(
+            "sources:\n  - name: fleet\n    url: {}\n    paths: [stacks]\npoll_interval: 1s\ndrift_interval: 1s\napply: {{stabilization: 1s, timeout: 60s}}\n",
+            daemon.url("fleet.git")
+        ),
+    );
+    let p = converged(&agent, &host, "demo", &c1, 60);
+    assert_eq!(p["source"], "fleet");
+    assert_eq!(p["path"], "stacks/demo");
+    let before = ids(&host);
+    assert!(before.contains_key("demo-app-1") && before.contains_key("demo-worker-1"));
+
+    // A change to one service: only it is recreated, within the poll interval (plus the
+    // apply's own 1 s stabilization).
+    work.write("stacks/demo/compose.yaml", &stack("two"));
+    let c2 = work.commit("two");
+    let pushed = Instant::now();
+    work.push();
+    converged(&agent, &host, "demo", &c2, 30);
+    let took = pushed.elapsed();
+    let after = ids(&host);
+    assert_ne!(
+        after["demo-app-1"], before["demo-app-1"],
+        "app not recreated"
+    );
+    assert_eq!(
+        after["demo-worker-1"], before["demo-worker-1"],
+        "worker touched"
+    );
+    eprintln!("commit to converged with a 1 s poll: {took:?}");
+
+    // A bad commit: recorded with its reason, in status and metrics; nothing changes.
+    work.write("stacks/demo/compose.yaml", "services:\n  app: [\n");
+    let c3 = work.commit("broken");
+    work.push();
+    let err = eventually(&agent, "the bad commit is reported", 30, || {
+        let s = status(&host);
+        let e = project(&s, "demo")?["last_error"].clone();
+        (e["revision"] == c3.as_str()).then_some(e)
+    });
+    let reason = err["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("stacks/demo/compose.yaml:2") && reason.contains(&c3[..12]),
+        "{reason}"
+    );
+    assert!(
+        agent.metric("dockmaster_sync_failures_total{source=\"fleet\",reason=\"manifest\"}") >= 1.0
+    );
+    let s = status(&host);
+    let p = project(&s, "demo").unwrap();
+    assert_eq!(p["state"], "failed");
+    assert_eq!(
+        p["revision"],
+        c2.as_str(),
+        "the last good revision keeps running"
+    );
+    // Not retried in a loop: the failure count stays put over several polls.
+    let failures =
+        agent.metric("dockmaster_sync_failures_total{source=\"fleet\",reason=\"manifest\"}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        agent.metric("dockmaster_sync_failures_total{source=\"fleet\",reason=\"manifest\"}"),
+        failures
+    );
+    assert_eq!(ids(&host), after, "a bad commit changed containers");
+
+    // The fixing commit is applied.
+    work.write("stacks/demo/compose.yaml", &stack("three"));
+    let c4 = work.commit("fixed");
+    work.push();
+    converged(&agent, &host, "demo", &c4, 30);
+    assert!(project(&status(&host), "demo").unwrap()["last_error"].is_null());
+
+    // A container removed by hand is put back by the drift check.
+    let worker = ids(&host)["demo-worker-1"].clone();
+    host.ok(&["rm", "-f", "demo-worker-1"]);
+    let back = eventually(&agent, "the removed worker is back", 30, || {
+        let id = ids(&host).get("demo-worker-1").cloned()?;
+        (id != worker).then_some(id)
+    });
+    assert_eq!(
+        host.inspect(&back)["State"]["Status"],
+        "running",
+        "{}",
+        agent.log()
+    );
+    eventually(&agent, "the drift correction is counted", 10, || {
+        (agent.metric("dockmaster_drift_corrections_total{project=\"demo\",service=\"worker\"}")
+            >= 1.0)
+            .then_some(())
+    });
+    // `history` lists the generations with their revisions.
+    let history = host.ok(&["history", "demo", "--format", "json"]);
+    assert!(history.contains(&c4) && history.contains(&c1), "{history}");
+
+    // A project directory removed from the repository is taken down.
+    work.remove("stacks/demo/compose.yaml");
+    work.write("stacks/.keep", "");
+    work.commit("remove demo");
+    work.push();
+    eventually(&agent, "the removed project is taken down", 30, || {
+        let s = status(&host);
+        (project(&s, "demo").is_none() && !ids(&host).keys().any(|n| n.starts_with("demo-")))
+            .then_some(())
+    });
+}
+
+fn github_signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[test]
+fn a_webhook_converges_at_once_over_smart_http_with_basic_auth() {
+    let host = Host::new();
+    let repos = GitRepos::new();
+    let bare = repos.create("fleet");
+    let work = WorkClone::new(&bare);
+    work.write("compose.yaml", &stack("one"));
+    let c1 = work.commit("one");
+    work.push();
+    let http = GitHttp::start(repos.path(), Some(("deploy", "s3cret")));
+    let dir = host.root.path();
+    std::fs::write(dir.join("git-password"), "s3cret\n").unwrap();
+    std::fs::write(dir.join("hook-secret"), "hook-key\n").unwrap();
+    // Polls hourly: only the webhook (and the first sync at start) can bring changes.
+    let agent = Agent::start(
+        &host,
+        &format!(
+            "sources:\n  - name: site\n    url: {}\n    auth: {{username: deploy, password_file: {}}}\npoll_interval: 1h\napply: {{stabilization: 0s}}\nwebhook: {{secret_file: {}}}\n",
+            http.url("fleet.git"),
+            dir.join("git-password").display(),
+            dir.join("hook-secret").display()
+        ),
+    );
+    // The repository root is the project, named after the source.
+    converged(&agent, &host, "site", &c1, 60);
+    let mirror_config =
+        std::fs::read_to_string(host.root.root().join("sources/site.git/config")).unwrap();
+    assert!(!mirror_config.contains("s3cret"), "{mirror_config}");
+
+    work.write("compose.yaml", &stack("two"));
+    let c2 = work.commit("two");
+    work.push();
+    let body = br#"{"ref":"refs/heads/main","repository":{"full_name":"ops/fleet"}}"#;
+    let client = reqwest::blocking::Client::new();
+    let hook = format!("http://{}/hooks/git", agent.http);
+    let bad = client
+        .post(&hook)
+        .header("X-GitHub-Event", "push")
+        .header("X-Hub-Signature-256", github_signature("wrong", body))
+        .body(body.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 401);
+    let sent = Instant::now();
+    let ok = client
+        .post(&hook)
+        .header("X-GitHub-Event", "push")
+        .header("X-Hub-Signature-256", github_signature("hook-key", body))
+        .body(body.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 202);
+    converged(&agent, &host, "site", &c2, 15);
+    eprintln!("webhook to converged: {:?}", sent.elapsed());
+    assert_eq!(
+        agent.metric("dockmaster_webhook_requests_total{result=\"accepted\"}"),
+        1.0
+    );
+    assert_eq!(
+        agent.metric("dockmaster_webhook_requests_total{result=\"bad_signature\"}"),
+        1.0
+    );
+    assert!(!agent.log().contains("s3cret"), "a credential was logged");
+}
+
+#[test]
+fn kill_9_during_an_apply_then_restart_converges_without_restarting_healthy_containers() {
+    let host = Host::new();
+    let repos = GitRepos::new();
+    let bare = repos.create("fleet");
+    let work = WorkClone::new(&bare);
+    work.write("compose.yaml", &stack("one"));
+    let c1 = work.commit("one");
+    work.push();
+    let config = format!(
+        "sources:\n  - name: edge\n    url: {}\npoll_interval: 1s\napply: {{stabilization: 4s, timeout: 60s}}\n",
+        repos.file_url("fleet")
+    );
+    let mut agent = Agent::start(&host, &config);
+    converged(&agent, &host, "edge", &c1, 60);
+    let worker = ids(&host)["edge-worker-1"].clone();
+
+    // Commit 2 changes app only; the agent is killed while it waits out the 4 s
+    // stabilization of the new app container.
+    work.write("compose.yaml", &stack("two"));
+    let c2 = work.commit("two");
+    work.push();
+    eventually(&agent, "the apply of commit 2 started", 30, || {
+        agent
+            .log()
+            .contains(&format!("applying commit {}", &c2[..12]))
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = agent.pid();
+    agent.kill9();
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    // Its containers live on without it.
+    assert_eq!(host.inspect("edge-worker-1")["State"]["Status"], "running");
+
+    let agent = Agent::start(&host, &config);
+    converged(&agent, &host, "edge", &c2, 60);
+    let now = ids(&host);
+    assert_eq!(
+        now["edge-worker-1"], worker,
+        "the healthy worker was recreated"
+    );
+    assert_eq!(
+        host.inspect("edge-worker-1")["RestartCount"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "the healthy worker was restarted"
+    );
+    assert_eq!(host.inspect("edge-app-1")["State"]["Status"], "running");
+}
+
+#[test]
+fn an_unreachable_registry_is_retried_and_loses_nothing() {
+    use support::image::ImageBuilder;
+    let host = Host::new();
+    let registry = support::registry::Registry::start(support::registry::Mode::Plain);
+    let proxy = support::proxy::FaultProxy::start(&registry.host());
+    for v in ["1", "2"] {
+        let image = ImageBuilder::new()
+            .layer(support::fixtures::busybox_rootfs().build())
+            .env(&format!("VERSION={v}"))
+            .build();
+        registry.push("app", &format!("v{v}"), &image);
+    }
+    let compose = |v: &str| {
+        format!(
+            "services:\n  app:\n    image: {}/app:v{v}\n    command: [\"sleep\", \"1000\"]\n    network_mode: none\n",
+            proxy.host()
+        )
+    };
+    let repos = GitRepos::new();
+    let bare = repos.create("fleet");
+    let work = WorkClone::new(&bare);
+    work.write("compose.yaml", &compose("1"));
+    let c1 = work.commit("v1");
+    work.push();
+    let agent = Agent::start(
+        &host,
+        &format!(
+            "sources:\n  - name: reg\n    url: {}\npoll_interval: 1s\napply: {{stabilization: 0s}}\nregistries: {{max_attempts: 1}}\n",
+            repos.file_url("fleet")
+        ),
+    );
+    converged(&agent, &host, "reg", &c1, 60);
+    let running = ids(&host)["reg-app-1"].clone();
+
+    proxy.set_down(true);
+    work.write("compose.yaml", &compose("2"));
+    let c2 = work.commit("v2");
+    work.push();
+    let err = eventually(&agent, "the pull failure is reported", 60, || {
+        let s = status(&host);
+        let e = project(&s, "reg")?["last_error"].clone();
+        (e["revision"] == c2.as_str()).then_some(e)
+    });
+    assert!(err["reason"].as_str().unwrap().contains("app:v2"), "{err}");
+    assert!(agent.metric("dockmaster_sync_failures_total{source=\"reg\",reason=\"image\"}") >= 1.0);
+    assert_eq!(
+        ids(&host)["reg-app-1"],
+        running,
+        "a failed pull changed containers"
+    );
+    assert_eq!(host.inspect(&running)["State"]["Status"], "running");
+    assert!(agent.log().contains("retrying in"), "{}", agent.log());
+
+    // Back online: the next retry (10 s backoff) applies v2.
+    proxy.set_down(false);
+    converged(&agent, &host, "reg", &c2, 60);
+    assert_ne!(ids(&host)["reg-app-1"], running);
+}
+
+/// A Prometheus server on 127.0.0.1 with its own temp storage, killed by PID on drop.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: dockmaster\n    static_configs: [{{targets: ['{target}']}}]\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("start prometheus (apt package prometheus)");
+        Prometheus {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_agent() {
+    let host = Host::new();
+    let repos = GitRepos::new();
+    let bare = repos.create("fleet");
+    let work = WorkClone::new(&bare);
+    work.write("compose.yaml", &stack("one"));
+    let c1 = work.commit("one");
+    work.push();
+    let agent = Agent::start(
+        &host,
+        &format!(
+            "sources:\n  - name: prom\n    url: {}\npoll_interval: 1s\napply: {{stabilization: 0s}}\n",
+            repos.file_url("fleet")
+        ),
+    );
+    converged(&agent, &host, "prom", &c1, 60);
+    let prometheus = Prometheus::start(&agent.http);
+    let query = format!(
+        "http://127.0.0.1:{}/api/v1/query?query=dockmaster_containers_running%7Bproject%3D%22prom%22%2Cservice%3D%22app%22%7D",
+        prometheus.port
+    );
+    let value = eventually(&agent, "prometheus returns the scraped metric", 60, || {
+        let body = get(&query)?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let result = v["data"]["result"].as_array()?.first()?.clone();
+        Some(result["value"][1].as_str()?.to_string())
+    });
+    assert_eq!(value, "1");
+    // The applied revision reached Prometheus as an info metric too.
+    let info = format!(
+        "http://127.0.0.1:{}/api/v1/query?query=dockmaster_applied_revision_info",
+        prometheus.port
+    );
+    let body = eventually(&agent, "the revision info metric", 30, || {
+        get(&info).filter(|b| b.contains(&c1))
+    });
+    assert!(body.contains("\"project\":\"prom\""), "{body}");
+}
