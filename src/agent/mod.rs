@@ -246,9 +246,8 @@ pub fn run(
         // Let the listeners finish open requests and remove the socket file (each gives
         // its connections a few seconds).
         for server in servers {
-            match tokio::time::timeout(Duration::from_secs(7), server).await {
-                Ok(Ok(Err(e))) => tracing::warn!("listener: {e}"),
-                Ok(_) | Err(_) => {}
+            if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(7), server).await {
+                tracing::warn!("listener: {e}");
             }
         }
         anyhow::Ok(0)
