@@ -462,6 +462,7 @@ impl Mirror {
                 }
             }
         }
+        self.check_local_exists()?;
         let session = Session::new(self);
         let mut remote = repo
             .remote_anonymous(&self.url.connect)
@@ -491,7 +492,28 @@ impl Mirror {
         Ok(oid.to_string())
     }
 
+    /// libgit2 reports a missing local repository as an "unsupported URL protocol".
+    fn check_local_exists(&self) -> Result<(), SourceError> {
+        if self.url.transport != Transport::Local {
+            return Ok(());
+        }
+        let c = &self.url.connect;
+        let path = c
+            .strip_prefix("file://localhost")
+            .or_else(|| c.strip_prefix("file://"))
+            .unwrap_or(c);
+        if Path::new(path).exists() {
+            return Ok(());
+        }
+        Err(SourceError::RepoNotFound {
+            name: self.spec.name.clone(),
+            url: self.url.display.clone(),
+            message: "no such directory".into(),
+        })
+    }
+
     fn ls_remote(&self) -> Result<Vec<(String, Oid)>, SourceError> {
+        self.check_local_exists()?;
         let session = Session::new(self);
         let mut remote =
             Remote::create_detached(self.url.connect.as_str()).map_err(|e| session.error(e))?;
@@ -781,51 +803,65 @@ impl<'m> Session<'m> {
         }
         let message = redact(e.message(), &m.url);
         let lower = message.to_ascii_lowercase();
-        match (e.code(), e.class()) {
-            (ErrorCode::Auth, _) => SourceError::Auth {
-                name,
-                url,
-                auth: m.spec.auth.kind(),
-                message,
-            },
-            (ErrorCode::Certificate, _) => SourceError::Auth {
-                name,
-                url,
-                auth: m.spec.auth.kind(),
-                message: format!("the server's certificate is not trusted: {message}"),
-            },
-            _ if lower.contains("404")
-                || lower.contains("not found")
-                || lower.contains("does not appear to be a git repository")
-                || lower.contains("not exported")
-                || lower.contains("no such file")
-                || lower.contains("could not find repository") =>
-            {
-                SourceError::RepoNotFound { name, url, message }
+        let class = e.class();
+        match e.code() {
+            ErrorCode::Auth => {
+                return SourceError::Auth {
+                    name,
+                    url,
+                    auth: m.spec.auth.kind(),
+                    message,
+                }
             }
-            (ErrorCode::Timeout | ErrorCode::Eof, _)
-            | (
-                _,
-                ErrorClass::Net
-                | ErrorClass::Os
-                | ErrorClass::Ssl
-                | ErrorClass::Ssh
-                | ErrorClass::Http,
-            ) => SourceError::Unreachable { name, url, message },
-            (
-                _,
-                ErrorClass::Odb
-                | ErrorClass::Object
-                | ErrorClass::Zlib
-                | ErrorClass::Repository
-                | ErrorClass::Reference
-                | ErrorClass::Tree
-                | ErrorClass::Indexer,
-            ) => SourceError::Corrupt {
+            ErrorCode::Certificate => {
+                return SourceError::Auth {
+                    name,
+                    url,
+                    auth: m.spec.auth.kind(),
+                    message: format!("the server's certificate is not trusted: {message}"),
+                }
+            }
+            _ => {}
+        }
+        match class {
+            // Our side: the mirror's objects or refs are broken.
+            ErrorClass::Odb
+            | ErrorClass::Object
+            | ErrorClass::Zlib
+            | ErrorClass::Repository
+            | ErrorClass::Reference
+            | ErrorClass::Tree
+            | ErrorClass::Indexer => SourceError::Corrupt {
                 name,
                 dir: m.dir.clone(),
                 message,
             },
+            ErrorClass::Net
+            | ErrorClass::Os
+            | ErrorClass::Ssl
+            | ErrorClass::Ssh
+            | ErrorClass::Http
+            | ErrorClass::Callback
+                if [
+                    "404",
+                    "not found",
+                    "no such repository",
+                    "does not appear to be a git repository",
+                    "not exported",
+                ]
+                .iter()
+                .any(|s| lower.contains(s)) =>
+            {
+                SourceError::RepoNotFound { name, url, message }
+            }
+            ErrorClass::Net
+            | ErrorClass::Os
+            | ErrorClass::Ssl
+            | ErrorClass::Ssh
+            | ErrorClass::Http => SourceError::Unreachable { name, url, message },
+            _ if matches!(e.code(), ErrorCode::Timeout | ErrorCode::Eof) => {
+                SourceError::Unreachable { name, url, message }
+            }
             _ => SourceError::Fetch {
                 name,
                 url,

@@ -157,6 +157,11 @@ impl GitUrl {
         if is_scp_like(url) {
             // [user@]host:path, the colon before any slash (git's own rule).
             let colon = scp_colon(url).ok_or("scp-like url without a path")?;
+            let slash = url.find('/').unwrap_or(url.len());
+            if url[..slash].rfind('@').is_some_and(|at| at > colon) {
+                // `user:password@host:path`: git would take `user` for the host.
+                return Err("ssh urls cannot carry a password; use a key".into());
+            }
             let (left, path) = (&url[..colon], &url[colon + 1..]);
             if path.is_empty() {
                 return Err("the url has no repository path".into());

@@ -15,6 +15,7 @@
 pub mod containers;
 pub mod env;
 pub mod fixtures;
+pub mod git_server;
 pub mod http;
 pub mod image;
 pub mod layer;
