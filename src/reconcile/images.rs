@@ -174,16 +174,20 @@ pub fn resolve_refreshing(
             out
         });
         let mut failures = Vec::new();
+        let mut failed = Vec::new();
         for joined in results {
             match joined {
                 Ok((_, Ok(_))) => {}
-                Ok((image, Err(e))) => failures.push(format!("{image}: {e}")),
+                Ok((image, Err(e))) => {
+                    failures.push(format!("{image}: {e}"));
+                    failed.push(image);
+                }
                 Err(e) => failures.push(format!("pull task: {e}")),
             }
         }
         if !failures.is_empty() {
             return Err(ReconcileError::Image {
-                image: String::new(),
+                image: failed.join(", "),
                 reason: format!("pull failed (nothing was changed): {}", failures.join("; ")),
             });
         }
