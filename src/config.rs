@@ -395,3 +395,72 @@ impl AgentConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        AgentConfig::parse(Path::new("/etc/dockmaster/agent.yaml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_example_configurations_parse() {
+        for (name, text) in [
+            ("deploy/agent.yaml", include_str!("../deploy/agent.yaml")),
+            ("manifests/agent.yaml", include_str!("../manifests/agent.yaml")),
+        ] {
+            let c = AgentConfig::parse(Path::new(name), text)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!c.sources.is_empty(), "{name}");
+        }
+        let c = AgentConfig::parse(
+            Path::new("a.yaml"),
+            "sources:\n  - name: fleet\n    url: https://git.example.com/x.git\n    tag: v1.2\n    paths: [stacks, edge/one]\npoll_interval: 1m30s\napply: {stabilization: 500ms}\nlisten: {http: \"127.0.0.1:1\", socket: /run/dm.sock}\n",
+        )
+        .unwrap();
+        assert_eq!(c.poll_interval, Some(Duration::from_secs(90)));
+        assert_eq!(c.apply.stabilization, Some(Duration::from_millis(500)));
+        assert_eq!(c.sources[0].tag.as_deref(), Some("v1.2"));
+        assert_eq!(c.socket_path(Path::new("/r")), Path::new("/run/dm.sock"));
+        assert_eq!(
+            AgentConfig::default().socket_path(Path::new("/r")),
+            Path::new("/r/agent.sock")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_the_line_and_the_field() {
+        let e = err("sources:\n  - name: fleet\n    url: x\n    poll_interval: soon\n");
+        assert!(
+            e.contains("/etc/dockmaster/agent.yaml")
+                && e.contains("sources[0].poll_interval")
+                && e.contains("line 4"),
+            "{e}"
+        );
+        let e = err("sources:\n  - name: Fleet\n    url: x\n");
+        assert!(e.contains("sources[0].name") && e.contains("line 2"), "{e}");
+        let e = err("sources:\n  - name: a\n    url: x\n    paths: [../etc]\n");
+        assert!(e.contains("sources[0].paths") && e.contains("'..'"), "{e}");
+        let e = err("sources:\n  - name: a\n    url: x\n    commit: zzz\n");
+        assert!(e.contains("sources[0].commit") && e.contains("hex"), "{e}");
+        let e = err("poll_intervall: 1s\n");
+        assert!(e.contains("unknown field") && e.contains("line 1"), "{e}");
+        let e = err("listen: {http: \"localhost\"}\n");
+        assert!(e.contains("listen.http") && e.contains("address:port"), "{e}");
+    }
+
+    #[test]
+    fn cross_field_problems_are_named() {
+        let e = err("sources:\n  - {name: a, url: x, branch: main, tag: v1}\n");
+        assert!(e.contains("sources[0].branch") && e.contains("one of"), "{e}");
+        let e = err("sources:\n  - {name: a, url: x}\n  - {name: a, url: y}\n");
+        assert!(e.contains("sources[1].name") && e.contains("twice"), "{e}");
+        let e = err("listen: {api: \"127.0.0.1:9470\"}\n");
+        assert!(e.contains("listen.api") && e.contains("api_token_file"), "{e}");
+        let e = err("drift_interval: 1ms\n");
+        assert!(e.contains("drift_interval"), "{e}");
+    }
+}
