@@ -705,3 +705,41 @@ fn json_output_loads_back_to_the_same_model() {
     assert_eq!(again.secrets, p.secrets);
     assert_eq!(again.configs, p.configs);
 }
+
+#[test]
+fn our_own_extension_keys_are_checked() {
+    let o = LoadOptions {
+        cwd: "/p".into(),
+        ..LoadOptions::default()
+    };
+    let files = MemFiles::new().with(
+        "/p/compose.yaml",
+        "services:\n  web:\n    image: x\n    x-dockmaster:\n      image_update: folow\n      restart_unhealthy: maybe\n",
+    );
+    let e = load_project(&files, &o).unwrap_err().to_string();
+    assert!(
+        e.contains("/p/compose.yaml:5:")
+            && e.contains("x-dockmaster.image_update")
+            && e.contains("follow, pin or notify"),
+        "{e}"
+    );
+    assert!(
+        e.contains("/p/compose.yaml:6:") && e.contains("x-dockmaster.restart_unhealthy"),
+        "{e}"
+    );
+    let files = MemFiles::new().with(
+        "/p/compose.yaml",
+        "services:\n  web:\n    image: x\n    x-dockmaster: {image_update: notify, restart_unhealthy: false, colour: blue}\n",
+    );
+    let p = load_project(&files, &o).unwrap();
+    let w: Vec<String> = p.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("colour") && w.contains("ignored")),
+        "{w:?}"
+    );
+    assert_eq!(
+        p.services["web"].x_dockmaster.as_ref().unwrap()["image_update"],
+        "notify"
+    );
+}

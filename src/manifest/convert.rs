@@ -413,6 +413,38 @@ impl<'a> Converter<'a> {
         }
     }
 
+    /// Our own per-service keys: a typo must not silently fall back to a default (for
+    /// example `image_update: folow` behaving as `pin`).
+    fn service_extension_keys(&mut self, n: &Node) {
+        let Some(map) = n.as_map() else {
+            return;
+        };
+        for (k, v) in map {
+            let field = format!("x-dockmaster.{}", k.name);
+            match k.name.as_str() {
+                "image_update" => match v.as_str() {
+                    Some("follow" | "pin" | "notify") => {}
+                    _ => self.err_hint(
+                        v,
+                        &field,
+                        "must be follow, pin or notify",
+                        "follow redeploys when the tag moves, notify only reports it, pin (the default) never looks",
+                    ),
+                },
+                "restart_unhealthy" => {
+                    if !matches!(v.value, Value::Bool(_)) {
+                        self.err(v, &field, "must be true or false");
+                    }
+                }
+                other => self.warn(
+                    v,
+                    &field,
+                    format!("unknown x-dockmaster key {other:?} is ignored (known: image_update, restart_unhealthy)"),
+                ),
+            }
+        }
+    }
+
     fn map_entries<'n>(&mut self, n: &'n Node, field: &str) -> &'n [(super::yaml::Key, Node)] {
         match &n.value {
             Value::Map(m) => m,
@@ -1031,7 +1063,10 @@ impl<'a> Converter<'a> {
                         s.scale = u32::try_from(n).ok();
                     }
                 }
-                "x-dockmaster" => s.x_dockmaster = self.extension(v, f),
+                "x-dockmaster" => {
+                    self.service_extension_keys(v);
+                    s.x_dockmaster = self.extension(v, f);
+                }
                 "extends" => {} // applied by the loader
                 "build" | "dockerfile" => build = Some(v),
                 "develop" => self.develop(v),
