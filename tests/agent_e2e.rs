@@ -501,10 +501,18 @@ fn an_unreachable_registry_is_retried_and_loses_nothing() {
     assert_eq!(host.inspect(&running)["State"]["Status"], "running");
     assert!(agent.log().contains("retrying in"), "{}", agent.log());
 
+    assert!(agent.metric("dockmaster_image_pulls_total{result=\"failure\"}") >= 1.0);
+
     // Back online: the next retry (10 s backoff) applies v2.
     proxy.set_down(false);
     converged(&agent, &host, "reg", &c2, 60);
     assert_ne!(ids(&host)["reg-app-1"], running);
+    assert_eq!(
+        agent.metric("dockmaster_image_pulls_total{result=\"success\"}"),
+        2.0,
+        "v1 and v2 pulled once each"
+    );
+    assert!(agent.metric("dockmaster_image_pull_bytes_total") > 100_000.0);
 }
 
 /// A Prometheus server on 127.0.0.1 with its own temp storage, killed by PID on drop.

@@ -272,7 +272,15 @@ impl Worker {
             wait_all: false,
             revision,
             refresh: Default::default(),
+            pull_observer: Some(self.pull_observer()),
         }
+    }
+
+    fn pull_observer(&self) -> crate::reconcile::images::PullObserver {
+        let metrics = self.publish.metrics.clone();
+        crate::reconcile::images::PullObserver(Arc::new(move |ok, bytes, took| {
+            metrics.image_pull(ok, bytes, took)
+        }))
     }
 
     /// Runs until `Stop` (or every sender is gone).

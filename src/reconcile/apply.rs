@@ -50,6 +50,8 @@ pub struct ApplyOptions {
     pub revision: Option<String>,
     /// Images pulled again although stored (a `follow` tag that moved).
     pub refresh: images::Refresh,
+    /// Told about each pull (metrics).
+    pub pull_observer: Option<images::PullObserver>,
 }
 
 impl Default for ApplyOptions {
@@ -60,6 +62,7 @@ impl Default for ApplyOptions {
             wait_all: false,
             revision: None,
             refresh: images::Refresh::new(),
+            pull_observer: None,
         }
     }
 }
@@ -333,8 +336,15 @@ pub fn apply(
     opts: &ApplyOptions,
     log: &mut dyn FnMut(String),
 ) -> Result<ApplyReport, ReconcileError> {
-    let images =
-        images::resolve_refreshing(root, config, &project, Fetch::AsPolicy, &opts.refresh, log)?;
+    let images = images::resolve_refreshing(
+        root,
+        config,
+        &project,
+        Fetch::AsPolicy,
+        &opts.refresh,
+        opts.pull_observer.as_ref(),
+        log,
+    )?;
     let d = desired(project, images, files);
     let (actual, found) =
         observe::actual_state(root, &d.project.name, &d.state.networks, &d.state.volumes)?;

@@ -42,6 +42,17 @@ pub enum Fetch {
 /// tag that moved.
 pub type Refresh = std::collections::BTreeSet<String>;
 
+/// Told about every pull: whether it succeeded, the bytes of the image's layers, how long
+/// it took (the agent's image pull metrics).
+#[derive(Clone)]
+pub struct PullObserver(pub Arc<dyn Fn(bool, u64, std::time::Duration) + Send + Sync>);
+
+impl std::fmt::Debug for PullObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PullObserver")
+    }
+}
+
 fn pinned(record: &ImageRecord) -> Result<(Reference, String), ReconcileError> {
     let r = Reference::parse_pullable(&record.reference).map_err(|e| ReconcileError::Image {
         image: record.reference.clone(),
@@ -82,7 +93,7 @@ pub fn resolve(
     fetch: Fetch,
     log: &mut dyn FnMut(String),
 ) -> Result<BTreeMap<String, Resolved>, ReconcileError> {
-    resolve_refreshing(root, config, project, fetch, &Refresh::new(), log)
+    resolve_refreshing(root, config, project, fetch, &Refresh::new(), None, log)
 }
 
 /// [`resolve`], pulling the images in `refresh` again (unless `LocalOnly`).
@@ -92,6 +103,7 @@ pub fn resolve_refreshing(
     project: &Project,
     fetch: Fetch,
     refresh: &Refresh,
+    observer: Option<&PullObserver>,
     log: &mut dyn FnMut(String),
 ) -> Result<BTreeMap<String, Resolved>, ReconcileError> {
     let store = ImageStore::open(root).map_err(|e| ReconcileError::Image {
@@ -162,8 +174,16 @@ pub fn resolve_refreshing(
                 let puller = puller.clone();
                 let r = r.clone();
                 let image = image.clone();
+                let observer = observer.cloned();
                 tasks.push(tokio::spawn(async move {
+                    let started = std::time::Instant::now();
                     let result = puller.pull(&r, &PullOptions::default()).await;
+                    if let Some(o) = observer {
+                        let bytes = result
+                            .as_ref()
+                            .map_or(0, |rec| rec.layers.iter().map(|l| l.size).sum());
+                        (o.0)(result.is_ok(), bytes, started.elapsed());
+                    }
                     (image, result)
                 }));
             }
