@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
@@ -18,7 +19,9 @@ use prometheus_client::metrics::MetricType;
 
 use crate::health::HealthStatus;
 use crate::reconcile::translate::{LABEL_PROJECT, LABEL_SERVICE};
-use crate::runtime::container::{observe, ContainerError, ContainerStore, Observed};
+use crate::runtime::container::{
+    observe, ContainerError, ContainerRecord, ContainerStore, Observed,
+};
 use crate::runtime::protocol::Status;
 
 use super::cgroup::{CgroupReader, CgroupUsage};
@@ -52,28 +55,69 @@ pub struct ContainerSample {
 /// not the agent's and are skipped. Sorted by project, service and name.
 pub fn scrape(root: &Path, cgroups: &CgroupReader) -> Result<Vec<ContainerSample>, ContainerError> {
     let store = ContainerStore::new(root);
-    let mut out = Vec::new();
-    for record in store.list()? {
-        let (Some(project), Some(service)) = (
-            record.labels.get(LABEL_PROJECT),
-            record.labels.get(LABEL_SERVICE),
-        ) else {
-            continue;
-        };
-        let observed = observe(&store.paths(&record.id), &record);
-        let usage = if matches!(observed, Observed::Exited(_)) {
-            // The shim released the cgroup before recording the exit.
-            None
-        } else {
-            cgroups.usage(&record.id).unwrap_or_else(|err| {
-                tracing::debug!(container = %record.name, "cgroup usage not read: {err}");
-                None
-            })
-        };
-        out.push(sample(project, service, &record.name, &observed, usage));
-    }
+    let records: Vec<ContainerRecord> = store
+        .list()?
+        .into_iter()
+        .filter(|r| r.labels.contains_key(LABEL_PROJECT) && r.labels.contains_key(LABEL_SERVICE))
+        .collect();
+    // A few workers, so a shim that does not answer (up to SHIM_TIMEOUT each) delays the
+    // scrape by its timeout once, not once per stuck shim in turn.
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(records.len()));
+    let workers = records.len().min(SCRAPE_WORKERS);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while let Some(record) = records.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let sample = observe_one(&store, cgroups, record);
+                    results
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .push(sample);
+                }
+            });
+        }
+    });
+    let mut out = results
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     out.sort_by(|a, b| (&a.project, &a.service, &a.name).cmp(&(&b.project, &b.service, &b.name)));
     Ok(out)
+}
+
+/// Threads observing containers during a scrape.
+const SCRAPE_WORKERS: usize = 4;
+
+fn observe_one(
+    store: &ContainerStore,
+    cgroups: &CgroupReader,
+    record: &ContainerRecord,
+) -> ContainerSample {
+    let observed = observe(&store.paths(&record.id), record);
+    let usage = if matches!(observed, Observed::Exited(_)) {
+        // The shim released the cgroup before recording the exit.
+        None
+    } else {
+        cgroups.usage(&record.id).unwrap_or_else(|err| {
+            tracing::debug!(container = %record.name, "cgroup usage not read: {err}");
+            None
+        })
+    };
+    // The filter in scrape() kept only records with both labels.
+    let label = |key| {
+        record
+            .labels
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_default()
+    };
+    sample(
+        label(LABEL_PROJECT),
+        label(LABEL_SERVICE),
+        &record.name,
+        &observed,
+        usage,
+    )
 }
 
 /// The sample of one observation (separate from the I/O so every case is unit-tested).

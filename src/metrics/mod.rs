@@ -400,8 +400,9 @@ impl Metrics {
 
     /// The exposition in the Prometheus text format 0.0.4 ([`CONTENT_TYPE`]), with the
     /// scrape-time parts collected now: each Compose container's shim is asked for its state
-    /// and its cgroup read (a few ms per container; up to the shim timeout for a shim that
-    /// does not answer), so call it from a blocking thread.
+    /// and its cgroup read, by 4 threads (about 5 ms for 20 containers in a release build;
+    /// a shim that does not answer holds its thread for the shim timeout, 5 s), so call it
+    /// from a blocking thread.
     pub fn encode(&self) -> String {
         let mut openmetrics = String::new();
         if let Err(err) =
