@@ -18,5 +18,6 @@ pub mod plan;
 pub mod process;
 pub mod reconcile;
 pub mod runtime;
+pub mod schedule;
 pub mod source;
 pub mod volume;

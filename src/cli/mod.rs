@@ -9,6 +9,7 @@ pub mod image;
 pub mod network;
 pub mod oci;
 pub mod project;
+pub mod schedule;
 pub mod volume;
 
 use std::path::PathBuf;
@@ -103,6 +104,9 @@ pub enum Command {
     Sync(admin::SyncArgs),
     /// Show the agent's events (`-f` to follow).
     Events(admin::EventsArgs),
+    /// Check cron expressions: `schedule next SPEC` prints the next fire times.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -137,6 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::History(a) => admin::history(&cli.root, &config()?, a),
         Command::Sync(a) => admin::sync(&cli.root, &config()?, a),
         Command::Events(a) => admin::events(&cli.root, &config()?, a),
+        Command::Schedule(cmd) => schedule::run(cmd),
         Command::Netd => crate::network::netd::run(&cli.root)
             .map(|()| 0)
             .map_err(Into::into),
