@@ -131,3 +131,160 @@ impl Window {
         Some(end)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::{parse_time_zone, Clock, ManualClock};
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("timestamp")
+    }
+
+    fn window(spec: &str, duration: &str, zone: &str) -> Window {
+        Window::parse(spec, duration, &parse_time_zone(zone).expect("zone")).expect("window")
+    }
+
+    #[test]
+    fn open_from_each_fire_time_for_the_duration() {
+        let w = window("0 2 * * *", "2h", "UTC");
+        assert!(!w.is_open(at("2024-05-01T01:59:59Z")));
+        assert!(!w.is_open(at("2024-05-01T01:59:59.999Z")));
+        assert!(w.is_open(at("2024-05-01T02:00:00Z")));
+        assert!(w.is_open(at("2024-05-01T03:59:59.999Z")));
+        assert!(!w.is_open(at("2024-05-01T04:00:00Z")));
+        assert_eq!(
+            w.opened_at(at("2024-05-01T03:00:00Z")),
+            Some(at("2024-05-01T02:00:00Z"))
+        );
+        assert_eq!(
+            w.closes_at(at("2024-05-01T03:00:00Z")),
+            Some(at("2024-05-01T04:00:00Z"))
+        );
+        assert_eq!(w.closes_at(at("2024-05-01T05:00:00Z")), None);
+    }
+
+    #[test]
+    fn next_open_is_now_or_the_next_fire_time() {
+        let w = window("0 2 * * *", "2h", "UTC");
+        let inside = at("2024-05-01T02:30:00Z");
+        assert_eq!(w.next_open(inside), Some(inside));
+        assert_eq!(
+            w.next_open(at("2024-05-01T04:00:00Z")),
+            Some(at("2024-05-02T02:00:00Z"))
+        );
+        assert_eq!(
+            w.next_open(at("2024-05-01T01:00:00Z")),
+            Some(at("2024-05-01T02:00:00Z"))
+        );
+        // A schedule that never fires never opens.
+        let never = window("0 0 30 2 *", "1h", "UTC");
+        assert_eq!(never.next_open(at("2024-05-01T00:00:00Z")), None);
+        assert!(!never.is_open(at("2024-05-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn window_across_midnight_and_weekdays() {
+        // Saturdays 23:00 for 3h: open into Sunday. 2024-05-04 is a Saturday.
+        let w = window("0 23 * * SAT", "3h", "UTC");
+        assert!(w.is_open(at("2024-05-05T01:30:00Z")));
+        assert!(!w.is_open(at("2024-05-05T02:00:00Z")));
+        assert!(!w.is_open(at("2024-05-06T01:30:00Z")));
+        assert_eq!(
+            w.next_open(at("2024-05-05T02:00:00Z")),
+            Some(at("2024-05-11T23:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn overlapping_openings_close_together() {
+        // Every 2 hours for 3 hours: 00:00-03:00 and 02:00-05:00 join.
+        let w = window("0 0,2 * * *", "3h", "UTC");
+        assert_eq!(
+            w.closes_at(at("2024-05-01T00:30:00Z")),
+            Some(at("2024-05-01T05:00:00Z"))
+        );
+        assert_eq!(
+            w.opened_at(at("2024-05-01T02:30:00Z")),
+            Some(at("2024-05-01T00:00:00Z"))
+        );
+        // Touching openings (an hour every hour) never close: a far lower bound.
+        let always = window("0 * * * *", "1h", "UTC");
+        let now = at("2024-05-01T00:30:00Z");
+        let end = always.closes_at(now).expect("open");
+        assert!(end >= at("2025-01-01T00:00:00Z"), "{end}");
+    }
+
+    #[test]
+    fn window_in_a_named_zone_across_dst() {
+        // Berlin, 2024-03-31: 02:00 does not exist, so that night has no window.
+        let w = window("0 2 * * *", "2h", "Europe/Berlin");
+        assert!(!w.is_open(at("2024-03-31T03:30:00+02:00")));
+        assert_eq!(
+            w.next_open(at("2024-03-31T01:00:00+01:00")),
+            Some(at("2024-04-01T02:00:00+02:00"))
+        );
+        // 2024-10-27: 02:00 happens twice; the window opens at 02:00 CEST and its two hours
+        // end at 03:00 CET; robfig's second 02:00 (CET) opens it again until 04:00 CET.
+        let now = at("2024-10-27T02:30:00+01:00");
+        assert!(w.is_open(now));
+        assert_eq!(w.closes_at(now), Some(at("2024-10-27T04:00:00+01:00")));
+        let once = Window::new(
+            w.schedule()
+                .clone()
+                .with_repeated_hour(crate::schedule::RepeatedHour::Once),
+            w.duration(),
+        )
+        .expect("window");
+        assert_eq!(
+            once.closes_at(at("2024-10-27T02:30:00+02:00")),
+            Some(at("2024-10-27T03:00:00+01:00"))
+        );
+        assert!(!once.is_open(at("2024-10-27T03:30:00+01:00")));
+    }
+
+    #[test]
+    fn a_manual_clock_drives_a_window() {
+        let w = window("30 1 * * *", "30m", "UTC");
+        let clock = ManualClock::new(at("2024-05-01T01:00:00Z"));
+        assert!(!w.is_open(clock.now()));
+        clock.advance(Duration::from_secs(30 * 60));
+        assert!(w.is_open(clock.now()));
+        clock.advance(Duration::from_secs(30 * 60));
+        assert!(!w.is_open(clock.now()));
+        clock.set(at("2024-05-02T01:45:00Z"));
+        assert!(w.is_open(clock.now()));
+    }
+
+    #[test]
+    fn bad_windows() {
+        let utc = TimeZone::UTC;
+        assert!(matches!(
+            Window::parse("@every 1h", "30m", &utc),
+            Err(WindowError::Interval { .. })
+        ));
+        assert!(matches!(
+            Window::parse("0 2 * * *", "0s", &utc),
+            Err(WindowError::Duration { .. })
+        ));
+        assert!(matches!(
+            Window::parse("0 2 * * *", "-1h", &utc),
+            Err(WindowError::Duration { .. })
+        ));
+        assert!(matches!(
+            Window::parse("0 2 * * *", "2 hours", &utc),
+            Err(WindowError::Duration { .. })
+        ));
+        assert!(matches!(
+            Window::parse("0 2 * * *", "9000h", &utc),
+            Err(WindowError::Duration { .. })
+        ));
+        let e = Window::parse("0 25 * * *", "1h", &utc).expect_err("hour 25");
+        assert!(e.to_string().contains("hour field \"25\""), "{e}");
+        assert_eq!(e.category(), Category::Invalid);
+        assert_eq!(
+            window("0 2 * * *", "1h30m", "UTC").duration(),
+            Duration::from_secs(5400)
+        );
+    }
+}
