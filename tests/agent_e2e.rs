@@ -599,3 +599,100 @@ fn a_real_prometheus_scrapes_the_agent() {
     });
     assert!(body.contains("\"project\":\"prom\""), "{body}");
 }
+
+#[test]
+fn a_moved_tag_redeploys_follow_services_and_only_reports_notify_ones() {
+    use support::image::ImageBuilder;
+    let host = Host::new();
+    let registry = support::registry::Registry::start(support::registry::Mode::Plain);
+    let proxy = support::proxy::FaultProxy::start(&registry.host());
+    let version = |v: &str| {
+        ImageBuilder::new()
+            .layer(support::fixtures::busybox_rootfs().build())
+            .env(&format!("VERSION={v}"))
+            .build()
+    };
+    registry.push("app", "stable", &version("1"));
+    let service = |name: &str, policy: &str| {
+        format!(
+            "  {name}:\n    image: {}/app:stable\n    command: [\"sleep\", \"1000\"]\n    network_mode: none\n    x-dockmaster: {{image_update: {policy}}}\n",
+            proxy.host()
+        )
+    };
+    let repos = GitRepos::new();
+    let bare = repos.create("fleet");
+    let work = WorkClone::new(&bare);
+    work.write(
+        "compose.yaml",
+        &format!(
+            "services:\n{}{}{}",
+            service("follower", "follow"),
+            service("watcher", "notify"),
+            service("pinned", "pin")
+        ),
+    );
+    let c1 = work.commit("v1");
+    work.push();
+    let agent = Agent::start(
+        &host,
+        &format!(
+            "sources:\n  - name: tags\n    url: {}\npoll_interval: 1s\nimage_check_interval: 1s\napply: {{stabilization: 0s}}\n",
+            repos.file_url("fleet")
+        ),
+    );
+    converged(&agent, &host, "tags", &c1, 60);
+    let before = ids(&host);
+    let env_of = |name: &str| {
+        host.run(&["exec", name, "sh", "-c", "echo VERSION=$VERSION"])
+            .stdout
+            .iter()
+            .map(|&b| b as char)
+            .collect::<String>()
+    };
+    assert!(env_of("tags-follower-1").contains("VERSION=1"));
+
+    // The tag moves: follow redeploys with the new digest, notify reports, pin ignores.
+    proxy.clear_log();
+    registry.push("app", "stable", &version("2"));
+    eventually(&agent, "the follow service runs the new image", 60, || {
+        let id = ids(&host).get("tags-follower-1").cloned()?;
+        (id != before["tags-follower-1"] && env_of("tags-follower-1").contains("VERSION=2"))
+            .then_some(())
+    });
+    let s = eventually(&agent, "the notify service reports the update", 30, || {
+        let s = status(&host);
+        let p = project(&s, "tags")?.clone();
+        let watcher = p["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "watcher")?
+            .clone();
+        watcher["update"].as_str().map(|_| p)
+    });
+    assert!(
+        s["pending"].to_string().contains("watcher"),
+        "pending changes: {s}"
+    );
+    let now = ids(&host);
+    assert_eq!(
+        now["tags-watcher-1"],
+        before["tags-watcher-1"],
+        "{}",
+        agent.log()
+    );
+    assert_eq!(now["tags-pinned-1"], before["tags-pinned-1"]);
+    assert!(env_of("tags-watcher-1").contains("VERSION=1"));
+    assert_eq!(
+        agent.metric("dockmaster_image_updates_available{project=\"tags\",service=\"watcher\"}"),
+        1.0
+    );
+    // Checked with HEAD requests (the manifest body is fetched only to pull).
+    assert!(
+        proxy.count("HEAD", "/manifests/stable") >= 2,
+        "{:?}",
+        proxy.requests()
+    );
+    // The checks run every second, but the follow service is redeployed once.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(ids(&host)["tags-follower-1"], now["tags-follower-1"]);
+}

@@ -36,9 +36,17 @@ pub fn newer_digest(
         .enable_all()
         .build()
         .map_err(|e| format!("start the async runtime: {e}"))?;
-    let remote = rt
-        .block_on(client.fetch_manifest(&r, media_types::ACCEPT))
-        .map_err(|e| e.to_string())?;
-    let remote = remote.digest.to_string();
+    // A HEAD request first (no body); a registry that sends no digest header gets a GET.
+    let remote = rt.block_on(async {
+        match client.head_manifest_digest(&r, media_types::ACCEPT).await {
+            Ok(Some(d)) => Ok(d.to_string()),
+            Ok(None) => client
+                .fetch_manifest(&r, media_types::ACCEPT)
+                .await
+                .map(|m| m.digest.to_string()),
+            Err(e) => Err(e),
+        }
+    });
+    let remote = remote.map_err(|e| e.to_string())?;
     Ok((remote != local && remote != manifest_digest).then_some(remote))
 }

@@ -261,6 +261,22 @@ impl Worker {
         }
     }
 
+    /// What `pin` and `notify` services of `project` keep running: the digests of its last
+    /// good generation (a `follow` service takes what its tag resolves to).
+    fn keep_for(&self, project: &str) -> crate::reconcile::images::Keep {
+        let Ok(Some(good)) = generations::last_good(&self.root, project, None) else {
+            return Default::default();
+        };
+        image_policies(&good)
+            .into_iter()
+            .filter(|(_, policy)| policy != "follow")
+            .filter_map(|(service, _)| {
+                let r = good.services.get(&service)?;
+                Some((service, (r.inputs.image.clone(), r.inputs.digest.clone())))
+            })
+            .collect()
+    }
+
     fn apply_options(&self, revision: Option<String>) -> ApplyOptions {
         ApplyOptions {
             stabilization: self
@@ -273,6 +289,7 @@ impl Worker {
             revision,
             refresh: Default::default(),
             pull_observer: Some(self.pull_observer()),
+            keep: Default::default(),
         }
     }
 
@@ -580,7 +597,8 @@ impl Worker {
             Some(&key),
             format!("applying commit {short}"),
         );
-        let opts = self.apply_options(Some(commit.to_string()));
+        let mut opts = self.apply_options(Some(commit.to_string()));
+        opts.keep = self.keep_for(&key);
         let events = self.publish.events.clone();
         let (src_name, proj_name) = (source.name.clone(), key.clone());
         let mut log = |line: String| {
@@ -722,6 +740,7 @@ impl Worker {
             );
             let events = self.publish.events.clone();
             let result = crate::reconcile::down::down(&self.root, &name, false, &mut |line| {
+                tracing::info!(project = %name, "{line}");
                 events.publish(Event {
                     at_ms: unix_ms(),
                     kind: "apply".into(),
@@ -821,6 +840,7 @@ impl Worker {
             let events = self.publish.events.clone();
             let proj = name.clone();
             let result = apply::restore(&self.root, &self.config, &good, &opts, &mut |line| {
+                tracing::info!(project = %proj, "{line}");
                 events.publish(Event {
                     at_ms: unix_ms(),
                     kind: "drift".into(),
@@ -932,6 +952,7 @@ impl Worker {
         };
         let mut opts = self.apply_options(good.revision.clone());
         opts.refresh = refresh;
+        opts.keep = self.keep_for(name);
         let events = self.publish.events.clone();
         let proj = name.to_string();
         let result = apply::apply(
@@ -941,6 +962,7 @@ impl Worker {
             &OsFiles,
             &opts,
             &mut |line| {
+                tracing::info!(project = %proj, "{line}");
                 events.publish(Event {
                     at_ms: unix_ms(),
                     kind: "image-update".into(),

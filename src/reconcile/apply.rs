@@ -52,6 +52,8 @@ pub struct ApplyOptions {
     pub refresh: images::Refresh,
     /// Told about each pull (metrics).
     pub pull_observer: Option<images::PullObserver>,
+    /// Services that keep their image digest while the manifest names the same image.
+    pub keep: images::Keep,
 }
 
 impl Default for ApplyOptions {
@@ -63,6 +65,7 @@ impl Default for ApplyOptions {
             revision: None,
             refresh: images::Refresh::new(),
             pull_observer: None,
+            keep: images::Keep::new(),
         }
     }
 }
@@ -341,8 +344,11 @@ pub fn apply(
         config,
         &project,
         Fetch::AsPolicy,
-        &opts.refresh,
-        opts.pull_observer.as_ref(),
+        &images::ResolveWith {
+            refresh: &opts.refresh,
+            keep: &opts.keep,
+            observer: opts.pull_observer.as_ref(),
+        },
         log,
     )?;
     let d = desired(project, images, files);

@@ -12,7 +12,7 @@ use crate::image::pull::{NoProgress, PullOptions, Puller};
 use crate::image::reference::Reference;
 use crate::image::registry::{ClientOptions, RegistryClient};
 use crate::image::ImageStore;
-use crate::manifest::model::{Project, PullPolicy};
+use crate::manifest::model::{Project, PullPolicy, Service};
 
 use super::ReconcileError;
 
@@ -41,6 +41,20 @@ pub enum Fetch {
 /// Images (as written in manifests) pulled again even though a copy is stored: a `follow`
 /// tag that moved.
 pub type Refresh = std::collections::BTreeSet<String>;
+
+/// Service -> (image as written, manifest digest) to keep resolving to while the manifest
+/// still names that image, even if the local tag moved meanwhile (a `follow` service's pull of
+/// the same tag must not move `pin` and `notify` services along).
+pub type Keep = BTreeMap<String, (String, String)>;
+
+/// What an agent's apply adds to resolving: tags to pull again, digests to keep, and who is
+/// told about pulls.
+#[derive(Clone, Copy)]
+pub struct ResolveWith<'a> {
+    pub refresh: &'a Refresh,
+    pub keep: &'a Keep,
+    pub observer: Option<&'a PullObserver>,
+}
 
 /// Told about every pull: whether it succeeded, the bytes of the image's layers, how long
 /// it took (the agent's image pull metrics).
@@ -93,7 +107,18 @@ pub fn resolve(
     fetch: Fetch,
     log: &mut dyn FnMut(String),
 ) -> Result<BTreeMap<String, Resolved>, ReconcileError> {
-    resolve_refreshing(root, config, project, fetch, &Refresh::new(), None, log)
+    resolve_refreshing(
+        root,
+        config,
+        project,
+        fetch,
+        &ResolveWith {
+            refresh: &Refresh::new(),
+            keep: &Keep::new(),
+            observer: None,
+        },
+        log,
+    )
 }
 
 /// [`resolve`], pulling the images in `refresh` again (unless `LocalOnly`).
@@ -102,10 +127,14 @@ pub fn resolve_refreshing(
     config: &AgentConfig,
     project: &Project,
     fetch: Fetch,
-    refresh: &Refresh,
-    observer: Option<&PullObserver>,
+    with: &ResolveWith<'_>,
     log: &mut dyn FnMut(String),
 ) -> Result<BTreeMap<String, Resolved>, ReconcileError> {
+    let ResolveWith {
+        refresh,
+        keep,
+        observer,
+    } = *with;
     let store = ImageStore::open(root).map_err(|e| ReconcileError::Image {
         image: String::new(),
         reason: e.to_string(),
@@ -241,10 +270,32 @@ pub fn resolve_refreshing(
             }),
         );
     }
+    let kept = |service: &Service| -> Option<Resolved> {
+        let (image, digest) = keep.get(&service.name)?;
+        if image != &service.image {
+            return None;
+        }
+        let r = Reference::parse_pullable(image).ok()?;
+        let alias = format!("{}@{digest}", r.name());
+        let record = store.find(&alias).ok()?;
+        Some(Resolved {
+            reference: image.clone(),
+            pinned: alias,
+            digest: record.manifest_digest.to_string(),
+            layers: record
+                .layers
+                .iter()
+                .map(|l| l.diff_id.to_string())
+                .collect(),
+        })
+    };
     Ok(project
         .services
         .values()
         .filter_map(|s| {
+            if let Some(r) = kept(s) {
+                return Some((s.name.clone(), r));
+            }
             let r = resolved.get(s.image.as_str())?.clone()?;
             Some((s.name.clone(), r))
         })

@@ -353,6 +353,57 @@ impl RegistryClient {
         })
     }
 
+    /// The digest a tag points to, from a HEAD request's `Docker-Content-Digest` (no body
+    /// transferred: the cheap check for a moved tag). `None` when the registry sends no such
+    /// header (the caller falls back to [`RegistryClient::fetch_manifest`]).
+    pub async fn head_manifest_digest(
+        &self,
+        r: &Reference,
+        accept: &[&str],
+    ) -> Result<Option<Digest>, RegistryError> {
+        let accept = accept.join(", ");
+        let mut last = None;
+        for ep in self.endpoints(r)? {
+            let res = self
+                .retry(&ep, || self.head_manifest_once(&ep, r, &accept))
+                .await;
+            match res {
+                Ok(d) => return Ok(d),
+                Err(e) if ep.mirror => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RegistryError::Config("no registry endpoint".into())))
+    }
+
+    async fn head_manifest_once(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        accept: &str,
+    ) -> Result<Option<Digest>, RegistryError> {
+        let ctx = Ctx {
+            ep,
+            repository: r.repository(),
+            object: format!("manifest {}", r.manifest_selector()),
+        };
+        let req = Req {
+            method: Method::HEAD,
+            path: format!("/v2/{}/manifests/{}", r.repository(), r.manifest_selector()),
+            accept: (!accept.is_empty()).then(|| accept.to_string()),
+            range_from: None,
+        };
+        let resp = self.send(&ctx, &req).await?;
+        if resp.status() != StatusCode::OK {
+            return Err(ctx.protocol(format!("unexpected status {}", resp.status())));
+        }
+        Ok(resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| Digest::parse(s.trim()).ok()))
+    }
+
     /// A small blob (an image config) in memory, checked against `digest` and `size`.
     pub async fn fetch_blob_bytes(
         &self,
