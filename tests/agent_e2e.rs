@@ -598,6 +598,23 @@ fn a_real_prometheus_scrapes_the_agent() {
         get(&info).filter(|b| b.contains(&c1))
     });
     assert!(body.contains("\"project\":\"prom\""), "{body}");
+    // The shared conformance check of the exposition (promtool lint, and a second parser
+    // when python's prometheus_client is there).
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/conformance/prometheus/check-metrics.sh");
+    if script.exists() {
+        let out = Command::new("sh")
+            .arg(&script)
+            .arg(format!("http://{}/metrics", agent.http))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]
@@ -695,4 +712,56 @@ fn a_moved_tag_redeploys_follow_services_and_only_reports_notify_ones() {
     // The checks run every second, but the follow service is redeployed once.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(ids(&host)["tags-follower-1"], now["tags-follower-1"]);
+}
+
+#[test]
+fn sighup_reloads_the_configuration_and_logs_can_be_json() {
+    let host = Host::new();
+    let repos = GitRepos::new();
+    for name in ["first", "second"] {
+        let bare = repos.create(name);
+        let work = WorkClone::new(&bare);
+        work.write("compose.yaml", &stack(name));
+        work.commit(name);
+        work.push();
+    }
+    let source = |name: &str| format!("  - name: {name}\n    url: {}\n", repos.file_url(name));
+    let common = "poll_interval: 1s\napply: {stabilization: 0s}\nlog_format: json\n";
+    let agent = Agent::start(&host, &format!("sources:\n{}{common}", source("first")));
+    eventually(&agent, "the first source's project runs", 60, || {
+        project(&status(&host), "first").map(|_| ())
+    });
+    // Every log line is a JSON object.
+    let log = agent.log();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
+
+    // A broken file is refused on SIGHUP: the old configuration stays.
+    let path = host.root.path().join("agent.yaml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, "sources: [\n").unwrap();
+    // SAFETY: kill(2) on the PID of the agent this test started and still owns.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    eventually(&agent, "the bad configuration is reported", 10, || {
+        agent
+            .log()
+            .contains("configuration not reloaded")
+            .then_some(())
+    });
+    // A second source is added and picked up on SIGHUP.
+    std::fs::write(
+        &path,
+        good.replacen("sources:\n", &format!("sources:\n{}", source("second")), 1),
+    )
+    .unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    eventually(&agent, "the second source's project runs", 60, || {
+        let s = status(&host);
+        (project(&s, "second").is_some() && project(&s, "first").is_some()).then_some(())
+    });
+    assert_eq!(status(&host)["sources"].as_array().unwrap().len(), 2);
 }
