@@ -410,10 +410,13 @@ mod tests {
     fn the_example_configurations_parse() {
         for (name, text) in [
             ("deploy/agent.yaml", include_str!("../deploy/agent.yaml")),
-            ("manifests/agent.yaml", include_str!("../manifests/agent.yaml")),
+            (
+                "manifests/agent.yaml",
+                include_str!("../manifests/agent.yaml"),
+            ),
         ] {
-            let c = AgentConfig::parse(Path::new(name), text)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let c =
+                AgentConfig::parse(Path::new(name), text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!c.sources.is_empty(), "{name}");
         }
         let c = AgentConfig::parse(
@@ -449,17 +452,26 @@ mod tests {
         let e = err("poll_intervall: 1s\n");
         assert!(e.contains("unknown field") && e.contains("line 1"), "{e}");
         let e = err("listen: {http: \"localhost\"}\n");
-        assert!(e.contains("listen.http") && e.contains("address:port"), "{e}");
+        assert!(
+            e.contains("listen.http") && e.contains("address:port"),
+            "{e}"
+        );
     }
 
     #[test]
     fn cross_field_problems_are_named() {
         let e = err("sources:\n  - {name: a, url: x, branch: main, tag: v1}\n");
-        assert!(e.contains("sources[0].branch") && e.contains("one of"), "{e}");
+        assert!(
+            e.contains("sources[0].branch") && e.contains("one of"),
+            "{e}"
+        );
         let e = err("sources:\n  - {name: a, url: x}\n  - {name: a, url: y}\n");
         assert!(e.contains("sources[1].name") && e.contains("twice"), "{e}");
         let e = err("listen: {api: \"127.0.0.1:9470\"}\n");
-        assert!(e.contains("listen.api") && e.contains("api_token_file"), "{e}");
+        assert!(
+            e.contains("listen.api") && e.contains("api_token_file"),
+            "{e}"
+        );
         let e = err("drift_interval: 1ms\n");
         assert!(e.contains("drift_interval"), "{e}");
     }
