@@ -86,6 +86,32 @@ pub struct AgentConfig {
     pub listen: ListenConfig,
     #[serde(default)]
     pub webhook: WebhookConfig,
+    /// When disruptive changes may be applied (default: always). A project's own
+    /// `x-dockmaster: {update_window: …}` wins. Self-healing is never held.
+    #[serde(default)]
+    pub update_window: Option<WindowConfig>,
+}
+
+/// `{schedule: "0 2 * * *", duration: 2h, time_zone: Europe/Berlin}`: open for `duration`
+/// from each fire time of `schedule` (cron, see `dockmaster schedule next`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    pub schedule: String,
+    pub duration: String,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+impl WindowConfig {
+    pub fn window(&self) -> Result<crate::schedule::Window, String> {
+        let tz = match &self.time_zone {
+            Some(z) => crate::schedule::cron::parse_time_zone(z).map_err(|e| e.to_string())?,
+            None => crate::schedule::TimeZone::UTC,
+        };
+        crate::schedule::Window::parse(&self.schedule, &self.duration, &tz)
+            .map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -383,6 +409,9 @@ impl AgentConfig {
             if d.is_some_and(|d| d < Duration::from_millis(100)) {
                 return Err(invalid(name.into(), "is below 100ms".into()));
             }
+        }
+        if let Some(w) = &self.update_window {
+            w.window().map_err(|e| invalid("update_window".into(), e))?;
         }
         if self.listen.api.as_deref().is_some_and(|a| !a.is_empty())
             && self.listen.api_token_file.is_none()

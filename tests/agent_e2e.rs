@@ -765,3 +765,77 @@ fn sighup_reloads_the_configuration_and_logs_can_be_json() {
     });
     assert_eq!(status(&host)["sources"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn changes_wait_for_the_update_window_while_self_healing_goes_on() {
+    let host = Host::new();
+    let repos = GitRepos::new();
+    let bare = repos.create("fleet");
+    let work = WorkClone::new(&bare);
+    work.write("compose.yaml", &stack("one"));
+    let c1 = work.commit("one");
+    work.push();
+    // Open for 4 s every 20 s (a seconds field): short enough to see it open in a test.
+    let agent = Agent::start(
+        &host,
+        &format!(
+            "sources:\n  - name: win\n    url: {}\npoll_interval: 1s\ndrift_interval: 1s\napply: {{stabilization: 0s}}\nupdate_window: {{schedule: \"*/20 * * * * *\", duration: 4s}}\n",
+            repos.file_url("fleet")
+        ),
+    );
+    // The first deployment waits for the window too (it is a change), then converges.
+    converged(&agent, &host, "win", &c1, 60);
+    let before = ids(&host);
+
+    // Push right after a window closed: the change is held and shown as pending.
+    let in_window = || {
+        let s = jiff::Timestamp::now().as_second().rem_euclid(20);
+        s < 4
+    };
+    eventually(&agent, "the window is closed", 30, || {
+        (!in_window() && jiff::Timestamp::now().as_second().rem_euclid(20) < 8).then_some(())
+    });
+    work.write("compose.yaml", &stack("two"));
+    let c2 = work.commit("two");
+    work.push();
+    let p = eventually(&agent, "the change is pending", 10, || {
+        let s = status(&host);
+        let p = project(&s, "win")?.clone();
+        (p["state"] == "pending").then_some(p)
+    });
+    assert!(p["pending"].to_string().contains(&c2[..12]), "{p}");
+    assert_eq!(p["revision"], c1.as_str());
+    assert!(agent.metric("dockmaster_pending_changes{project=\"win\"}") >= 1.0);
+    assert_eq!(ids(&host)["win-app-1"], before["win-app-1"]);
+    // Self-healing is not held: a removed container comes back at once.
+    host.ok(&["rm", "-f", "win-worker-1"]);
+    eventually(
+        &agent,
+        "the worker is put back outside the window",
+        8,
+        || ids(&host).contains_key("win-worker-1").then_some(()),
+    );
+    assert!(!in_window() || agent.log().contains("drifted"));
+    // When the window opens, the held commit is applied.
+    converged(&agent, &host, "win", &c2, 40);
+    assert_ne!(ids(&host)["win-app-1"], before["win-app-1"]);
+    assert_eq!(
+        agent.metric("dockmaster_pending_changes{project=\"win\"}"),
+        0.0
+    );
+
+    // `sync --now` overrides the window.
+    eventually(&agent, "the window is closed again", 30, || {
+        (!in_window() && jiff::Timestamp::now().as_second().rem_euclid(20) < 10).then_some(())
+    });
+    work.write("compose.yaml", &stack("three"));
+    let c3 = work.commit("three");
+    work.push();
+    eventually(&agent, "the third commit is pending", 10, || {
+        let s = status(&host);
+        (project(&s, "win")?["state"] == "pending").then_some(())
+    });
+    host.ok(&["sync", "--now"]);
+    // (Within the stop grace period of the old container: `sleep` as PID 1 ignores SIGTERM.)
+    converged(&agent, &host, "win", &c3, 25);
+}

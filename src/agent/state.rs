@@ -25,6 +25,18 @@ pub struct ProjectState {
     pub applied: Option<String>,
     /// The newest revision that failed, and why.
     pub failed: Option<Failure>,
+    /// Changes held back until the update window opens.
+    #[serde(default)]
+    pub pending: Option<Pending>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    pub revision: String,
+    /// The planned actions, as `plan` prints them.
+    pub changes: Vec<String>,
+    /// When the window opens next (RFC 3339), if known.
+    pub opens_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -96,6 +108,7 @@ mod tests {
                     attempts: 1,
                     retry_at: 0,
                 }),
+                pending: None,
             },
         );
         s.save(dir.path()).unwrap();

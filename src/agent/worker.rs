@@ -21,7 +21,7 @@ use crate::reconcile::generations::{self, Generation};
 use crate::reconcile::{observe, ReconcileError};
 use crate::source::{display_url, GitAuth, GitRef, Mirror, ProjectDir, SourceSpec};
 
-use super::state::{retry_delay, AgentState, Failure};
+use super::state::{retry_delay, AgentState, Failure, Pending};
 use super::status::{
     AgentStatus, ErrorRecord, Event, ProjectStatus, ServiceStatus, SourceStatus, Trigger,
 };
@@ -73,6 +73,8 @@ pub struct Worker {
     ready: bool,
     /// (project, service) -> the newer digest of a `notify` image.
     updates: BTreeMap<(String, String), String>,
+    /// This pass was asked for with `sync --now`: update windows do not hold changes.
+    ignore_windows: bool,
 }
 
 fn unix_now() -> u64 {
@@ -198,6 +200,7 @@ impl Worker {
             started_at: unix_now(),
             ready: false,
             updates: BTreeMap::new(),
+            ignore_windows: false,
         };
         w.set_config(config);
         w
@@ -258,6 +261,23 @@ impl Worker {
                 None,
                 format!("saving the agent state failed: {e}"),
             );
+        }
+    }
+
+    /// The update window of a project (`x-dockmaster: {update_window: …}`), else the
+    /// agent's.
+    fn window_for(
+        &self,
+        extension: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Option<crate::schedule::Window>, String> {
+        if let Some(w) = extension.and_then(|x| x.get("update_window")) {
+            let config: crate::config::WindowConfig =
+                serde_json::from_value(w.clone()).map_err(|e| e.to_string())?;
+            return config.window().map(Some);
+        }
+        match &self.config.update_window {
+            Some(w) => w.window().map(Some),
+            None => Ok(None),
         }
     }
 
@@ -323,10 +343,20 @@ impl Worker {
             let mut forced = false;
             let mut all = false;
             match rx.recv_timeout(wait) {
-                Ok(Msg::Trigger(Trigger::Manual { .. })) => {
-                    self.event("sync", None, None, "manual sync requested".into());
+                Ok(Msg::Trigger(Trigger::Manual { now })) => {
+                    self.event(
+                        "sync",
+                        None,
+                        None,
+                        if now {
+                            "manual sync requested (--now: update windows ignored)".into()
+                        } else {
+                            "manual sync requested".into()
+                        },
+                    );
                     forced = true;
                     all = true;
+                    self.ignore_windows = now;
                 }
                 Ok(Msg::Trigger(Trigger::Webhook)) => {
                     self.event(
@@ -364,6 +394,7 @@ impl Worker {
                 self.image_pass();
                 worked = true;
             }
+            self.ignore_windows = false;
             if worked {
                 self.publish_status();
             }
@@ -591,6 +622,69 @@ impl Worker {
                 format!("warning: {w}"),
             );
         }
+        match self.window_for(project.x_dockmaster.as_ref()) {
+            Err(e) => {
+                return self.fail(
+                    &key,
+                    &source.name,
+                    pd,
+                    commit,
+                    FailureReason::Manifest,
+                    false,
+                    format!("commit {short}: x-dockmaster.update_window: {e}"),
+                )
+            }
+            Ok(Some(window)) if !self.ignore_windows => {
+                let now = jiff::Timestamp::now();
+                if !window.is_open(now) {
+                    match apply::plan_project(&self.root, &self.config, project.clone(), &OsFiles) {
+                        Ok((_, plan)) if !plan.is_empty() => {
+                            let opens_at = window.next_open(now).map(|t| {
+                                crate::schedule::cron::format_rfc3339(
+                                    t,
+                                    window.schedule().time_zone(),
+                                )
+                            });
+                            let changes: Vec<String> = plan
+                                .to_string()
+                                .lines()
+                                .skip(1)
+                                .map(|l| l.trim().to_string())
+                                .filter(|l| !l.is_empty())
+                                .collect();
+                            let entry = self.state.projects.entry(key.clone()).or_default();
+                            entry.source = source.name.clone();
+                            entry.path = pd.path.clone();
+                            let new =
+                                entry.pending.as_ref().map(|p| p.revision.as_str()) != Some(commit);
+                            entry.pending = Some(Pending {
+                                revision: commit.to_string(),
+                                changes: changes.clone(),
+                                opens_at: opens_at.clone(),
+                            });
+                            if new {
+                                self.save_state();
+                                self.event(
+                                    "pending",
+                                    Some(&source.name),
+                                    Some(&key),
+                                    format!(
+                                        "commit {short}: {} change(s) held until the update window opens ({})",
+                                        changes.len(),
+                                        opens_at.as_deref().unwrap_or("never")
+                                    ),
+                                );
+                            }
+                            return ProjectOutcome::Unchanged;
+                        }
+                        // Nothing to change, or unknown: the apply decides (a no-op apply
+                        // only records the revision).
+                        _ => {}
+                    }
+                }
+            }
+            Ok(_) => {}
+        }
         self.event(
             "apply",
             Some(&source.name),
@@ -621,6 +715,7 @@ impl Worker {
                     entry.path = pd.path.clone();
                     entry.applied = Some(commit.to_string());
                     entry.failed = None;
+                    entry.pending = None;
                     self.save_state();
                     self.gc_checkouts(&key, &source.name, pd);
                     self.event(
@@ -929,7 +1024,22 @@ impl Worker {
                 }
             }
             if !follow.is_empty() {
-                self.redeploy_with(&name, &good, follow);
+                let extension = good.project.get("x-dockmaster").and_then(|x| x.as_object());
+                let held = !self.ignore_windows
+                    && matches!(self.window_for(extension), Ok(Some(w)) if !w.is_open(jiff::Timestamp::now()));
+                if held {
+                    self.event(
+                        "pending",
+                        None,
+                        Some(&name),
+                        format!(
+                            "{} moved: the redeploy waits for the update window",
+                            follow.iter().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    );
+                } else {
+                    self.redeploy_with(&name, &good, follow);
+                }
             }
         }
     }
@@ -1048,16 +1158,26 @@ impl Worker {
                 }
                 self.publish.metrics.project_generation(name, g.number);
             }
-            let pending: Vec<String> = self
+            let mut pending: Vec<String> = self
                 .updates
                 .iter()
                 .filter(|((proj, _), _)| proj == name)
                 .map(|((_, s), d)| format!("{s}: image update available ({d})"))
                 .collect();
+            if let Some(held) = &p.pending {
+                let short = &held.revision[..12.min(held.revision.len())];
+                pending.extend(held.changes.iter().map(|c| {
+                    format!(
+                        "commit {short}: {c} (waits for the update window: {})",
+                        held.opens_at.as_deref().unwrap_or("never")
+                    )
+                }));
+            }
             self.publish
                 .metrics
                 .pending_changes(name, pending.len() as u64);
             let state = match (&p.failed, &p.applied) {
+                _ if p.pending.is_some() => "pending",
                 (Some(f), _) if p.applied.as_deref() != Some(f.revision.as_str()) => "failed",
                 (_, Some(_)) => "converged",
                 (_, None) => "pending",
