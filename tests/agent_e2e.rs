@@ -308,6 +308,13 @@ fn pushed_commits_converge_bad_ones_change_nothing_and_drift_is_put_back() {
             >= 1.0)
             .then_some(())
     });
+    // A container whose process is killed by hand (no restart policy) is brought back too.
+    let app = ids(&host)["demo-app-1"].clone();
+    host.ok(&["kill", "demo-app-1"]);
+    eventually(&agent, "the killed app runs again", 30, || {
+        let id = ids(&host).get("demo-app-1").cloned()?;
+        (host.inspect(&id)["State"]["Status"] == "running" && id != app).then_some(())
+    });
     // `history` lists the generations with their revisions.
     let history = host.ok(&["history", "demo", "--format", "json"]);
     assert!(history.contains(&c4) && history.contains(&c1), "{history}");
