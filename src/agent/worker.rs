@@ -556,18 +556,7 @@ impl Worker {
                 let _ = std::fs::create_dir_all(parent);
             }
             if let Err(e) = mirror.export(commit, &pd.path, &dest) {
-                let key = self
-                    .project_key(&source.name, pd)
-                    .unwrap_or_else(|| pd.name.clone());
-                return self.fail(
-                    &key,
-                    &source.name,
-                    pd,
-                    commit,
-                    FailureReason::Manifest,
-                    false,
-                    e.to_string(),
-                );
+                return self.fail_unloaded(&source.name, pd, commit, e.to_string());
             }
         }
         let options = LoadOptions {
@@ -579,16 +568,10 @@ impl Worker {
         let project = match load_project(&OsFiles, &options) {
             Ok(p) => p,
             Err(errors) => {
-                let key = self
-                    .project_key(&source.name, pd)
-                    .unwrap_or_else(|| pd.name.clone());
-                return self.fail(
-                    &key,
+                return self.fail_unloaded(
                     &source.name,
                     pd,
                     commit,
-                    FailureReason::Manifest,
-                    false,
                     // Paths as they are in the repository, not in the checkout.
                     format!("commit {short}: {errors}").replace(
                         &format!("{}/", dest.display()),
@@ -770,6 +753,29 @@ impl Worker {
                 )
             }
         }
+    }
+
+    /// A failure before the project's name is known (export, load): recorded under the name
+    /// it had before, else its directory's.
+    fn fail_unloaded(
+        &mut self,
+        source: &str,
+        pd: &ProjectDir,
+        commit: &str,
+        message: String,
+    ) -> ProjectOutcome {
+        let key = self
+            .project_key(source, pd)
+            .unwrap_or_else(|| pd.name.clone());
+        self.fail(
+            &key,
+            source,
+            pd,
+            commit,
+            FailureReason::Manifest,
+            false,
+            message,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

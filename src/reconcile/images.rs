@@ -29,6 +29,21 @@ pub struct Resolved {
     pub layers: Vec<String>,
 }
 
+impl Resolved {
+    fn of(reference: &str, pinned: String, record: &ImageRecord) -> Resolved {
+        Resolved {
+            reference: reference.to_string(),
+            pinned,
+            digest: record.manifest_digest.to_string(),
+            layers: record
+                .layers
+                .iter()
+                .map(|l| l.diff_id.to_string())
+                .collect(),
+        }
+    }
+}
+
 /// When images are fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fetch {
@@ -256,19 +271,7 @@ pub fn resolve_refreshing(
             Fetch::AsPolicy => record_pinned(&store, &record)?,
             Fetch::LocalOnly => pinned(&record)?.1,
         };
-        resolved.insert(
-            image,
-            Some(Resolved {
-                reference: image.to_string(),
-                pinned,
-                digest: record.manifest_digest.to_string(),
-                layers: record
-                    .layers
-                    .iter()
-                    .map(|l| l.diff_id.to_string())
-                    .collect(),
-            }),
-        );
+        resolved.insert(image, Some(Resolved::of(image, pinned, &record)));
     }
     let kept = |service: &Service| -> Option<Resolved> {
         let (image, digest) = keep.get(&service.name)?;
@@ -278,16 +281,7 @@ pub fn resolve_refreshing(
         let r = Reference::parse_pullable(image).ok()?;
         let alias = format!("{}@{digest}", r.name());
         let record = store.find(&alias).ok()?;
-        Some(Resolved {
-            reference: image.clone(),
-            pinned: alias,
-            digest: record.manifest_digest.to_string(),
-            layers: record
-                .layers
-                .iter()
-                .map(|l| l.diff_id.to_string())
-                .collect(),
-        })
+        Some(Resolved::of(image, alias, &record))
     };
     Ok(project
         .services
