@@ -228,6 +228,14 @@ fn pushed_commits_converge_bad_ones_change_nothing_and_drift_is_put_back() {
     assert_eq!(p["path"], "stacks/demo");
     let before = ids(&host);
     assert!(before.contains_key("demo-app-1") && before.contains_key("demo-worker-1"));
+    // Counters of events that have not happened yet exist at 0 (increase() sees the first).
+    let m = agent.metrics();
+    for series in [
+        "dockmaster_rollbacks_total{project=\"demo\"} 0",
+        "dockmaster_drift_corrections_total{project=\"demo\",service=\"worker\"} 0",
+    ] {
+        assert!(m.contains(series), "{series} missing:\n{m}");
+    }
 
     // A change to one service: only it is recreated, within the poll interval (plus the
     // apply's own 1 s stabilization).

@@ -1147,6 +1147,7 @@ impl Worker {
                     self.publish
                         .metrics
                         .containers_desired(name, service, desired as u64);
+                    self.publish.metrics.service_deployed(name, service);
                     services.push(ServiceStatus {
                         name: service.clone(),
                         image: record.inputs.image.clone(),

@@ -617,6 +617,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Creates the rollback and drift counters of a deployed service at 0, so that the
+    /// first rollback or correction is an increase Prometheus can see (`increase()` misses
+    /// a series that appears at 1).
+    pub fn service_deployed(&self, project: &str, service: &str) {
+        let mut index = lock(&self.index);
+        index.note_service(project, service);
+        let _ = self.rollbacks.get_or_create(&project_labels(project));
+        let _ = self.drift.get_or_create(&service_labels(project, service));
+    }
+
     /// A webhook request was answered with `result`.
     pub fn webhook_request(&self, result: WebhookResult) {
         self.webhooks
