@@ -1,6 +1,16 @@
 //! Time-based behaviour: cron schedules (jobs, `dockmaster schedule next`) and update
 //! windows. Everything here is pure: callers pass the current time, which they take from a
 //! [`Clock`] so that tests can inject one.
+//!
+//! - Jobs: `Schedule::parse(spec, &zone)?.with_repeated_hour(RepeatedHour::Once)` (the issue
+//!   asks for repeated wall-clock hours to fire once; robfig, and so the default and the
+//!   conformance data, fires at both occurrences). Next run: `next_after(last fire time)`;
+//!   `@every` schedules ([`Schedule::is_interval`]) count from the previous run. A run missed
+//!   while down: `first_between(max(last run, now - deadline), now)`.
+//! - Update windows: [`Window::parse`]`(spec, "2h", &zone)`, then `is_open(now)`,
+//!   `next_open(now)` (when to wake up) and `closes_at(now)`.
+//! - Zones: [`parse_time_zone`] takes IANA names, `UTC`, `Local` and fixed offsets; the tz
+//!   database is the host's, with a copy built in for hosts without one.
 
 pub mod cron;
 pub mod window;

@@ -98,7 +98,7 @@ impl Window {
     pub fn opened_at(&self, now: Timestamp) -> Option<Timestamp> {
         // Fire times t with now - duration < t <= now.
         let since = now.checked_sub(self.duration).unwrap_or(Timestamp::MIN);
-        self.schedule.next_after(since).filter(|t| *t <= now)
+        self.schedule.first_between(since, now)
     }
 
     pub fn is_open(&self, now: Timestamp) -> bool {
