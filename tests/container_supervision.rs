@@ -134,8 +134,14 @@ fn on_failure_restarts_twice_then_stops_with_the_exit_code() {
     assert!(exit.get("manually_stopped").is_none(), "{exit}");
     let ps = host.ok(&["ps", "-a"]);
     assert!(ps.contains("Exited (3)"), "{ps}");
-    // The shim is gone, and removal leaves nothing.
-    assert!(!host.container_dir(&id).join("shim.sock").exists());
+    // The shim goes away (it writes the exit record first, then releases and removes its
+    // socket), and removal leaves nothing.
+    let sock = host.container_dir(&id).join("shim.sock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sock.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!sock.exists(), "the shim's socket outlived it");
     host.ok(&["rm", &id]);
     assert_gone(&host, &id);
 
