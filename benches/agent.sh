@@ -405,6 +405,9 @@ echo 1 > "/proc/$AGENT_PID/clear_refs"
 step $BENCH idle "$WORK/conf.json" "$WORK/res/idle.jsonl" "$IDLE_SECONDS" "after converging 20 services"
 $BENCH smaps "$AGENT_PID" > "$WORK/res/agent-smaps.json"
 cp "/proc/$AGENT_PID/status" "$WORK/res/agent-status.txt"
+# One shim for comparison: the same executable, but it never uses git, TLS or HTTP.
+SHIM_PIDS=("$WORK"/dm/containers/*/shim.pid)
+$BENCH smaps "$(cat "${SHIM_PIDS[0]}")" > "$WORK/res/shim-smaps.json"
 # The same after a restart of the agent on the converged host (what a reboot of the agent
 # alone, or an upgrade, leaves): it changes nothing, so it runs less of its code.
 stop_agent

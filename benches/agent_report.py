@@ -46,6 +46,14 @@ for mode, name in (("webhook", "webhook"), ("poll", "1 s poll")):
         dk = [r[key] for r in rounds if r["mode"] == mode and r["tool"] == "dk"]
         bold = "**" if key == "running" else ""
         print(f"| {name} | {labels[key]} | {bold}{cell(dm)}{bold} | {cell(dk)} | {bold}{ratio(dm, dk)}{bold} |")
+pm = {t: [r["running"] for r in rounds if r["mode"] == "poll" and r["tool"] == t] for t in ("dm", "dk")}
+if pm["dm"] and pm["dk"]:
+    dm_m, dk_m = statistics.mean(pm["dm"]), statistics.mean(pm["dk"])
+    print()
+    print(f"With polling, the wait for the next poll is uniform over the interval, so the mean is the better "
+          f"summary: until running, dockmaster {dm_m * 1e3:.0f} ms, the Docker loop {dk_m * 1e3:.0f} ms "
+          f"({dk_m / dm_m:.1f}×); their fastest rounds (push right before a poll): {min(pm['dm']) * 1e3:.0f} ms "
+          f"and {min(pm['dk']) * 1e3:.0f} ms.")
 push = [r["push"] for r in rounds]
 hook = [r["hook"] for r in rounds if r["mode"] == "webhook" and r["tool"] == "dm"]
 if push:
@@ -124,6 +132,13 @@ def smaps_tables(path, title):
     tot = {k: sum(v[k] for v in s["kinds"].values()) for k in ("rss", "pss", "anonymous", "referenced")}
     print(f"| **total** | **{tot['rss']}** | {tot['pss']} | {tot['anonymous']} | {tot['referenced']} |")
     print()
+    tp = s.get("text_pages")
+    if tp and tp["windows_64k"]:
+        print(f"Code pages of the executable mapped in the agent (pagemap): {tp['resident']} of {tp['mapped']} "
+              f"({tp['resident'] * 4 / 1024:.1f} MiB), in {tp['windows_64k']} distinct 64 KiB windows: "
+              f"{tp['resident'] / tp['windows_64k']:.1f} pages per window (16 = whole windows, the kernel's "
+              "fault-around).")
+        print()
     print("| file | RSS | PSS | Referenced |")
     print("|---|---|---|---|")
     for f, v in sorted(s["files"].items(), key=lambda kv: -kv[1]["rss"])[:8]:
@@ -152,6 +167,19 @@ if idle:
     if os.path.exists(fl):
         print(f"For scale: `dockmaster --version` (loading the executable and its libraries, no work) peaks at "
               f"{json.load(open(fl))['maxrss_kib'] / 1024:.1f} MiB RSS.")
+        print()
+    sh = os.path.join(res, "shim-smaps.json")
+    if os.path.exists(sh):
+        d = json.load(open(sh))
+        mib = lambda kib: f"{kib / 1024:.1f}"
+        lib = lambda name: sum(v["rss"] for f, v in d["files"].items() if os.path.basename(f).startswith(name))
+        anon = sum(v["anonymous"] for v in d["kinds"].values())
+        tp = d["text_pages"]
+        print(f"For comparison, one shim (the same executable; it never uses git, TLS or HTTP): RSS "
+              f"{mib(sum(v['rss'] for v in d['kinds'].values()))} MiB, of which the executable "
+              f"{mib(d['files'].get(d['exe'], {}).get('rss', 0))} MiB ({tp['resident']} code pages in "
+              f"{tp['windows_64k']} windows), libcrypto {mib(lib('libcrypto'))} MiB, libssl {mib(lib('libssl'))} MiB, "
+              f"anonymous {mib(anon)} MiB.")
         print()
     smaps_tables(os.path.join(res, "agent-smaps.json"), "after converging 20 services")
     smaps_tables(os.path.join(res, "agent-smaps-restart.json"), "after a restart on the converged host")
