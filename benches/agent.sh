@@ -453,9 +453,10 @@ DOCKER_VERSION=$($DK version -f '{{.Server.Version}}')
 CONTAINERD_VERSION=$(containerd --version | awk '{print $3}')
 COMPOSE_VERSION=$(docker-compose version --short)
 GIT_VERSION=$($GIT --version | awk '{print $3}')
+cp "$WORK/agent.log" "$WORK/res/"
 if [ -n "${KEEP_RESULTS:-}" ]; then
   mkdir -p "$KEEP_RESULTS"
-  cp -r "$WORK/res/." "$WORK/agent.log" "$KEEP_RESULTS"/
+  cp -r "$WORK/res/." "$KEEP_RESULTS"/
 fi
 BUILD="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || BUILD="$BUILD + uncommitted changes in src"

@@ -3,6 +3,7 @@
 
 usage: agent_report.py RESULTS_DIR STRACE_RUNS"""
 import json, os, re, statistics, sys
+from datetime import datetime
 
 res, strace_runs = sys.argv[1], int(sys.argv[2])
 
@@ -54,6 +55,38 @@ if pm["dm"] and pm["dk"]:
           f"summary: until running, dockmaster {dm_m * 1e3:.0f} ms, the Docker loop {dk_m * 1e3:.0f} ms "
           f"({dk_m / dm_m:.1f}×); their fastest rounds (push right before a poll): {min(pm['dm']) * 1e3:.0f} ms "
           f"and {min(pm['dk']) * 1e3:.0f} ms.")
+# The agent's own phases after a webhook, from its log (tracing timestamps).
+log = os.path.join(res, "agent.log")
+if os.path.exists(log):
+    marks = [("webhook: syncing every source", "webhook received"), ("branch main is at", "remote checked, fetched"),
+             ("applying commit", "commit exported, project loaded"), ("recreating app", "planned"),
+             ("waiting for app to be up", "old container stopped, new one created and started"),
+             ("applied as generation", "generation recorded as good")]
+    phases, cur = [], None
+    for line in open(log):
+        m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z", line)
+        if not m:
+            continue
+        at = datetime.fromisoformat(m.group(1)).timestamp()
+        for i, (needle, _) in enumerate(marks):
+            if needle in line:
+                if i == 0:
+                    cur = [at]
+                elif cur is not None and len(cur) == i:
+                    cur.append(at)
+                    if i == len(marks) - 1:
+                        phases.append(cur)
+                        cur = None
+    phases = phases[1:]  # the warm-up round
+    if phases:
+        print()
+        print(f"Where the agent's time goes after a webhook (its log, medians of {len(phases)} syncs, ms):")
+        print()
+        print("| phase | ms |")
+        print("|---|---|")
+        for i in range(1, len(marks)):
+            print(f"| {marks[i][1]} | {statistics.median((p[i] - p[i - 1]) * 1e3 for p in phases):.1f} |")
+        print(f"| **webhook to applied** | **{statistics.median((p[-1] - p[0]) * 1e3 for p in phases):.1f}** |")
 push = [r["push"] for r in rounds]
 hook = [r["hook"] for r in rounds if r["mode"] == "webhook" and r["tool"] == "dm"]
 if push:
