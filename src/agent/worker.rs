@@ -331,6 +331,9 @@ impl Worker {
         self.drift_pass();
         self.ready = true;
         self.publish_status();
+        // Idle between passes: give back what the pass needed (heap, the apply path's code
+        // pages; they fault back in when the next pass runs).
+        crate::process::trim_idle_memory();
         loop {
             let next = self
                 .sources
@@ -397,6 +400,7 @@ impl Worker {
             self.ignore_windows = false;
             if worked {
                 self.publish_status();
+                crate::process::trim_idle_memory();
             }
         }
     }

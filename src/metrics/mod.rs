@@ -967,6 +967,12 @@ mod tests {
     #[test]
     fn process_metrics_are_the_agents() {
         let (_tmp, m) = metrics();
+        // Some CPU time first: run alone, the test process may not have used one clock tick.
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
         let s = samples(&m.encode());
         assert!(s["process_cpu_seconds_total"] > 0.0);
         assert!(s["process_resident_memory_bytes"] > 1e6);

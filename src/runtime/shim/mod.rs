@@ -260,50 +260,6 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ShimError {
     move |source| ShimError::Io { what, source }
 }
 
-/// Gives back what only starting the container needed: free heap pages, and the pages of our
-/// own binary that no other process maps (libcontainer, spec building...). The binary's pages
-/// stay in the page cache while the agent or another shim maps them; a page the shim needs
-/// again is simply faulted back in. Anonymous memory (the relocated data of the binary) stays:
-/// there is no swap to page it out to, and MADV_PAGEOUT never discards it.
-fn trim_idle_memory() {
-    // SAFETY: malloc_trim only returns free memory at the top of the heap to the kernel.
-    unsafe { libc::malloc_trim(0) };
-    let Ok(exe) = std::fs::metadata("/proc/self/exe") else {
-        return;
-    };
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
-    use std::os::unix::fs::MetadataExt;
-    for (start, end) in executable_mappings(&maps, exe.ino()) {
-        // SAFETY: the range is a whole mapping of this process; MADV_PAGEOUT is advisory and
-        // never changes the contents a later access sees.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) };
-        // Fault-around would map 16 neighbouring pages back for every page the idle loop
-        // touches; one page per fault keeps the working set what it really is.
-        // SAFETY: as above, advisory only.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_RANDOM) };
-    }
-}
-
-/// The address ranges in /proc/self/maps text that map the file with inode `ino`.
-fn executable_mappings(maps: &str, ino: u64) -> Vec<(usize, usize)> {
-    maps.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let range = fields.next()?;
-            let inode: u64 = fields.nth(3)?.parse().ok()?;
-            if inode != ino {
-                return None;
-            }
-            let (start, end) = range.split_once('-')?;
-            let start = usize::from_str_radix(start, 16).ok()?;
-            let end = usize::from_str_radix(end, 16).ok()?;
-            (end > start).then_some((start, end))
-        })
-        .collect()
-}
-
 // ---- signals -------------------------------------------------------------------------------
 
 /// Write end of the self-pipe, for the signal handlers.
@@ -389,7 +345,7 @@ struct Shim {
     /// Raw wait status of the init, once it ended.
     init_status: Option<(i32, SystemTime)>,
     drain_deadline: Option<Instant>,
-    /// When to give idle memory back ([`trim_idle_memory`]); None once done.
+    /// When to give idle memory back ([`crate::process::trim_idle_memory`]); None once done.
     trim_at: Option<Instant>,
     stops: Vec<PendingStop>,
     /// Exec'd processes still running: pid -> client waiting for the exit.
@@ -654,7 +610,7 @@ impl Shim {
         self.clients.retain(|_, c| !c.conn.is_finished());
         if self.trim_at.is_some_and(|t| Instant::now() >= t) {
             self.trim_at = None;
-            trim_idle_memory();
+            crate::process::trim_idle_memory();
         }
     }
 
@@ -1198,27 +1154,4 @@ fn layer_dirs(root: &Path, record: &ContainerRecord) -> Result<Vec<PathBuf>, Shi
         out.push(snapshots.path(&digest));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_mappings_of_our_binary_are_picked() {
-        let maps = "\
-55d0c0000000-55d0c0100000 r--p 00000000 fe:01 4242    /usr/bin/dockmaster
-55d0c0100000-55d0c0900000 r-xp 00100000 fe:01 4242    /usr/bin/dockmaster (deleted)
-55d0c0a00000-55d0c0a10000 rw-p 00000000 00:00 0       [heap]
-7f0000000000-7f0000200000 r-xp 00000000 fe:01 99      /usr/lib/x86_64-linux-gnu/libc.so.6
-";
-        assert_eq!(
-            executable_mappings(maps, 4242),
-            vec![
-                (0x55d0c0000000, 0x55d0c0100000),
-                (0x55d0c0100000, 0x55d0c0900000)
-            ]
-        );
-        assert!(executable_mappings("garbage\n\n", 4242).is_empty());
-    }
 }
