@@ -160,6 +160,18 @@ fn ids(host: &Host) -> std::collections::BTreeMap<String, String> {
     map
 }
 
+/// A bare repository `fleet.git` with one commit writing `content` to `file`; the working
+/// clone pushes to it. Returns the repositories, the clone and the commit.
+fn fleet_repo(file: &str, content: &str, message: &str) -> (GitRepos, WorkClone, String) {
+    let repos = GitRepos::new();
+    let bare = repos.create("fleet");
+    let work = WorkClone::new(&bare);
+    work.write(file, content);
+    let commit = work.commit(message);
+    work.push();
+    (repos, work, commit)
+}
+
 fn stack(message: &str) -> String {
     format!(
         r#"services:
@@ -348,12 +360,7 @@ fn github_signature(secret: &str, body: &[u8]) -> String {
 #[test]
 fn a_webhook_converges_at_once_over_smart_http_with_basic_auth() {
     let host = Host::new();
-    let repos = GitRepos::new();
-    let bare = repos.create("fleet");
-    let work = WorkClone::new(&bare);
-    work.write("compose.yaml", &stack("one"));
-    let c1 = work.commit("one");
-    work.push();
+    let (repos, work, c1) = fleet_repo("compose.yaml", &stack("one"), "one");
     let http = GitHttp::start(repos.path(), Some(("deploy", "s3cret")));
     let dir = host.root.path();
     std::fs::write(dir.join("git-password"), "s3cret\n").unwrap();
@@ -413,12 +420,7 @@ fn a_webhook_converges_at_once_over_smart_http_with_basic_auth() {
 #[test]
 fn kill_9_during_an_apply_then_restart_converges_without_restarting_healthy_containers() {
     let host = Host::new();
-    let repos = GitRepos::new();
-    let bare = repos.create("fleet");
-    let work = WorkClone::new(&bare);
-    work.write("compose.yaml", &stack("one"));
-    let c1 = work.commit("one");
-    work.push();
+    let (repos, work, c1) = fleet_repo("compose.yaml", &stack("one"), "one");
     let config = format!(
         "sources:\n  - name: edge\n    url: {}\npoll_interval: 1s\napply: {{stabilization: 4s, timeout: 60s}}\n",
         repos.file_url("fleet")
@@ -481,12 +483,7 @@ fn an_unreachable_registry_is_retried_and_loses_nothing() {
             proxy.host()
         )
     };
-    let repos = GitRepos::new();
-    let bare = repos.create("fleet");
-    let work = WorkClone::new(&bare);
-    work.write("compose.yaml", &compose("1"));
-    let c1 = work.commit("v1");
-    work.push();
+    let (repos, work, c1) = fleet_repo("compose.yaml", &compose("1"), "v1");
     let agent = Agent::start(
         &host,
         &format!(
@@ -578,12 +575,7 @@ impl Drop for Prometheus {
 #[test]
 fn a_real_prometheus_scrapes_the_agent() {
     let host = Host::new();
-    let repos = GitRepos::new();
-    let bare = repos.create("fleet");
-    let work = WorkClone::new(&bare);
-    work.write("compose.yaml", &stack("one"));
-    let c1 = work.commit("one");
-    work.push();
+    let (repos, _work, c1) = fleet_repo("compose.yaml", &stack("one"), "one");
     let agent = Agent::start(
         &host,
         &format!(
@@ -784,12 +776,7 @@ fn sighup_reloads_the_configuration_and_logs_can_be_json() {
 #[test]
 fn changes_wait_for_the_update_window_while_self_healing_goes_on() {
     let host = Host::new();
-    let repos = GitRepos::new();
-    let bare = repos.create("fleet");
-    let work = WorkClone::new(&bare);
-    work.write("compose.yaml", &stack("one"));
-    let c1 = work.commit("one");
-    work.push();
+    let (repos, work, c1) = fleet_repo("compose.yaml", &stack("one"), "one");
     // Open for 4 s every 20 s (a seconds field): short enough to see it open in a test.
     let agent = Agent::start(
         &host,
