@@ -284,21 +284,11 @@ impl RegistryClient {
         accept: &[&str],
     ) -> Result<FetchedManifest, RegistryError> {
         let accept = accept.join(", ");
-        let mut last = None;
-        for ep in self.endpoints(r)? {
-            let res = self
-                .retry(&ep, || self.fetch_manifest_once(&ep, r, &accept))
-                .await;
-            match res {
-                Ok(m) => return Ok(m),
-                Err(e) if ep.mirror => {
-                    tracing::warn!(mirror = %ep.host, error = %e, "mirror failed, trying the next endpoint");
-                    last = Some(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| RegistryError::Config("no registry endpoint".into())))
+        self.on_endpoints(r, |ep| {
+            let accept = &accept;
+            async move { self.fetch_manifest_once(&ep, r, accept).await }
+        })
+        .await
     }
 
     async fn fetch_manifest_once(
@@ -362,18 +352,11 @@ impl RegistryClient {
         accept: &[&str],
     ) -> Result<Option<Digest>, RegistryError> {
         let accept = accept.join(", ");
-        let mut last = None;
-        for ep in self.endpoints(r)? {
-            let res = self
-                .retry(&ep, || self.head_manifest_once(&ep, r, &accept))
-                .await;
-            match res {
-                Ok(d) => return Ok(d),
-                Err(e) if ep.mirror => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| RegistryError::Config("no registry endpoint".into())))
+        self.on_endpoints(r, |ep| {
+            let accept = &accept;
+            async move { self.head_manifest_once(&ep, r, accept).await }
+        })
+        .await
     }
 
     async fn head_manifest_once(
@@ -411,21 +394,10 @@ impl RegistryClient {
         digest: &Digest,
         size: u64,
     ) -> Result<Bytes, RegistryError> {
-        let mut last = None;
-        for ep in self.endpoints(r)? {
-            let res = self
-                .retry(&ep, || self.fetch_blob_bytes_once(&ep, r, digest, size))
-                .await;
-            match res {
-                Ok(b) => return Ok(b),
-                Err(e) if ep.mirror => {
-                    tracing::warn!(mirror = %ep.host, error = %e, "mirror failed, trying the next endpoint");
-                    last = Some(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| RegistryError::Config("no registry endpoint".into())))
+        self.on_endpoints(r, |ep| async move {
+            self.fetch_blob_bytes_once(&ep, r, digest, size).await
+        })
+        .await
     }
 
     async fn fetch_blob_bytes_once(
@@ -625,6 +597,28 @@ impl RegistryClient {
     }
 
     /// Mirrors for docker.io (in order), then the registry itself.
+    /// Runs `op` (with retries) against each endpoint of `r` in turn: mirrors first, whose
+    /// failures fall through to the next endpoint; the registry's own failure is final.
+    async fn on_endpoints<T, F, Fut>(&self, r: &Reference, mut op: F) -> Result<T, RegistryError>
+    where
+        F: FnMut(Endpoint) -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        let mut last = None;
+        for ep in self.endpoints(r)? {
+            let res = self.retry(&ep, || op(ep.clone())).await;
+            match res {
+                Ok(v) => return Ok(v),
+                Err(e) if ep.mirror => {
+                    tracing::warn!(mirror = %ep.host, error = %e, "mirror failed, trying the next endpoint");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RegistryError::Config("no registry endpoint".into())))
+    }
+
     fn endpoints(&self, r: &Reference) -> Result<Vec<Endpoint>, RegistryError> {
         let domain = r.domain();
         if domain.is_empty() {
