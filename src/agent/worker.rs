@@ -430,8 +430,15 @@ impl Worker {
         });
         let (mirror, commit) = match fetched {
             Ok((mirror, Ok(commit))) => {
-                let src = self.sources.get_mut(name).expect("source present");
-                if src.revision.as_deref() != Some(commit.as_str()) {
+                let moved = self.sources.get_mut(name).is_some_and(|src| {
+                    let moved = src.revision.as_deref() != Some(commit.as_str());
+                    src.revision = Some(commit.clone());
+                    src.last_fetch = Some(unix_now());
+                    src.last_error = None;
+                    src.failures = 0;
+                    moved
+                });
+                if moved {
                     let short = &commit[..12.min(commit.len())];
                     self.event(
                         "fetch",
@@ -440,11 +447,6 @@ impl Worker {
                         format!("{} is at {short}", spec.reference),
                     );
                 }
-                let src = self.sources.get_mut(name).expect("source present");
-                src.revision = Some(commit.clone());
-                src.last_fetch = Some(unix_now());
-                src.last_error = None;
-                src.failures = 0;
                 (mirror, commit)
             }
             Ok((mirror, Err(e))) => {
