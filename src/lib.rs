@@ -11,6 +11,7 @@ pub mod error;
 pub mod fsutil;
 pub mod health;
 pub mod image;
+pub mod jobs;
 pub mod manifest;
 pub mod metrics;
 pub mod network;

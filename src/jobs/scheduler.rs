@@ -1,0 +1,1 @@
+//! Scheduling decisions (being written).
