@@ -76,8 +76,12 @@ impl crate::error::Categorized for RunNowError {
     }
 }
 
-/// What the agent's API needs of the scheduler.
+/// What the agent's API needs of the scheduler. May block (callers use a blocking thread).
 pub trait JobsControl: Send + Sync {
+    /// Every job with its next fire time and latest runs.
+    fn list(&self) -> Vec<JobInfo>;
+    /// The runs kept of `project/service`, oldest first.
+    fn history(&self, project: &str, service: &str) -> Result<Vec<RunRecord>, RunNowError>;
     /// Starts a run of `project/service` now (the job's concurrency policy applies);
     /// returns its sequence number.
     fn run_now(&self, project: &str, service: &str) -> Result<u64, RunNowError>;
