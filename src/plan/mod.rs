@@ -7,6 +7,10 @@
 //! the contents of the files it depends on (env files, configs, secrets, bind-mounted files
 //! of the project). A container is recreated only when that hash changes (or it is dead, or
 //! it exited and is not a finished one-shot), and every action says why.
+//!
+//! A job (a service with `x-dockmaster.schedule`) gets no containers: the plan only says
+//! whether its definition is new, changed or gone ([`Action::ScheduleJob`],
+//! [`Action::UnscheduleJob`]); the scheduler runs it from the last good generation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -61,12 +65,23 @@ impl ServiceInputs {
             if key == "image" {
                 continue;
             }
-            match (old_spec.get(key), new_spec.get(key)) {
-                (Some(a), Some(b)) if a == b => {}
-                (None, Some(_)) => out.push(format!("{key} added")),
-                (Some(_), None) => out.push(format!("{key} removed")),
-                _ => out.push(format!("{key} changed")),
+            let (a, b) = (old_spec.get(key), new_spec.get(key));
+            if a == b {
+                continue;
             }
+            // Our own extension holds unrelated settings: say which of them changed.
+            if key == "x-dockmaster" {
+                let sub = sub_key_changes(key, a, b);
+                if !sub.is_empty() {
+                    out.extend(sub);
+                    continue;
+                }
+            }
+            out.push(match (a, b) {
+                (None, Some(_)) => format!("{key} added"),
+                (Some(_), None) => format!("{key} removed"),
+                _ => format!("{key} changed"),
+            });
         }
         let files: BTreeSet<&String> = self.files.keys().chain(old.files.keys()).collect();
         for file in files {
@@ -79,6 +94,37 @@ impl ServiceInputs {
         }
         out
     }
+}
+
+/// `key.sub added/removed/changed` for each differing key of two objects (an absent one counts
+/// as empty); empty when either side is something else.
+fn sub_key_changes(
+    key: &str,
+    old: Option<&serde_json::Value>,
+    new: Option<&serde_json::Value>,
+) -> Vec<String> {
+    fn as_object<'v>(
+        v: Option<&'v serde_json::Value>,
+        empty: &'v serde_json::Map<String, serde_json::Value>,
+    ) -> Option<&'v serde_json::Map<String, serde_json::Value>> {
+        match v {
+            None => Some(empty),
+            Some(v) => v.as_object(),
+        }
+    }
+    let empty = serde_json::Map::new();
+    let (Some(old), Some(new)) = (as_object(old, &empty), as_object(new, &empty)) else {
+        return Vec::new();
+    };
+    let subs: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    subs.into_iter()
+        .filter_map(|sub| match (old.get(sub), new.get(sub)) {
+            (Some(a), Some(b)) if a == b => None,
+            (None, Some(_)) => Some(format!("{key}.{sub} added")),
+            (Some(_), None) => Some(format!("{key}.{sub} removed")),
+            _ => Some(format!("{key}.{sub} changed")),
+        })
+        .collect()
 }
 
 /// `sha256:0123456789abcdef…` -> `0123456789ab`.
@@ -100,6 +146,9 @@ pub struct DesiredService {
     /// not something to repair.
     pub one_shot: bool,
     pub order: UpdateOrder,
+    /// A scheduled job: no containers are kept for it (`replicas` is ignored); the plan only
+    /// says when its definition is new, changed or gone.
+    pub job: bool,
 }
 
 impl DesiredService {
@@ -119,7 +168,14 @@ impl DesiredService {
             inputs,
             one_shot,
             order,
+            job: false,
         }
+    }
+
+    /// The same service, as a scheduled job or not.
+    pub fn with_job(mut self, job: bool) -> DesiredService {
+        self.job = job;
+        self
     }
 }
 
@@ -170,12 +226,23 @@ pub struct ActualContainer {
     pub state: RunState,
 }
 
+/// A job as it is scheduled now (from the project's last good generation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActualJob {
+    /// Its config hash in that generation.
+    pub hash: String,
+    /// Its inputs there, when known (to explain a change).
+    pub inputs: Option<ServiceInputs>,
+}
+
 /// What runs now.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ActualState {
     pub containers: Vec<ActualContainer>,
     pub networks: BTreeSet<String>,
     pub volumes: BTreeSet<String>,
+    /// The jobs currently scheduled, by service.
+    pub jobs: BTreeMap<String, ActualJob>,
 }
 
 /// One thing to do.
@@ -205,7 +272,19 @@ pub enum Action {
         container: String,
         name: String,
     },
+    /// A job that is new or whose definition changed: the scheduler runs the new definition
+    /// once the generation is good. Nothing is started now.
+    ScheduleJob {
+        service: String,
+    },
+    /// A job that is no longer in the project, or no longer a job.
+    UnscheduleJob {
+        service: String,
+    },
 }
+
+/// The reason of a [`Action::ScheduleJob`] for a job that was not scheduled before.
+pub const NEW_JOB: &str = "new job";
 
 /// An action with why it is needed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -216,7 +295,8 @@ pub struct Step {
 }
 
 /// The ordered actions for one project: networks and volumes, then removals (orphans and
-/// scale-down free names and ports first), then services in dependency order.
+/// scale-down free names and ports first) and jobs no longer scheduled, then services in
+/// dependency order, then jobs new or changed (by name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub project: String,
@@ -230,7 +310,7 @@ impl Plan {
         self.steps.is_empty()
     }
 
-    /// Services with a create or recreate step.
+    /// Services with a create or recreate step (jobs have none: nothing waits for them).
     pub fn changed_services(&self) -> BTreeSet<&str> {
         self.steps
             .iter()
@@ -274,6 +354,15 @@ impl fmt::Display for Plan {
                     format!("~ {service} #{replica}{order}")
                 }
                 Action::Remove { service, name, .. } => format!("- {service} ({name})"),
+                Action::ScheduleJob { service } => {
+                    let sign = if step.reasons.len() == 1 && step.reasons[0] == NEW_JOB {
+                        '+'
+                    } else {
+                        '~'
+                    };
+                    format!("{sign} job {service}")
+                }
+                Action::UnscheduleJob { service } => format!("- job {service}"),
             };
             if step.reasons.is_empty() {
                 writeln!(f, "  {what}")?;
@@ -363,10 +452,11 @@ pub fn service_order(desired: &DesiredState) -> Result<Vec<String>, PlanError> {
     Ok(out)
 }
 
-/// Compares the two states. Containers of services that are no longer in the project, and
-/// replicas above the desired count, are removed; missing replicas are created; replicas
-/// whose hash differs, that are dead, or that exited without being a finished one-shot are
-/// recreated; a service whose dependency is recreated with `restart: true` is recreated too.
+/// Compares the two states. Containers of services that are no longer in the project (or
+/// are jobs now), and replicas above the desired count, are removed; missing replicas are
+/// created; replicas whose hash differs, that are dead, or that exited without being a
+/// finished one-shot are recreated; a service whose dependency is recreated with
+/// `restart: true` is recreated too. Jobs are compared with the scheduled ones by hash.
 pub fn plan(desired: &DesiredState, actual: &ActualState) -> Result<Plan, PlanError> {
     let order = service_order(desired)?;
     let mut steps = Vec::new();
@@ -407,6 +497,9 @@ pub fn plan(desired: &DesiredState, actual: &ActualState) -> Result<Plan, PlanEr
         });
         let reason = match desired.services.get(*service) {
             None => Some("service is no longer in the project".to_string()),
+            Some(d) if d.job => {
+                Some("is a job now: runs at its schedule, not kept running".to_string())
+            }
             Some(d) if *replica > d.replicas || *replica == 0 => {
                 Some(format!("scaled down to {} replica(s)", d.replicas))
             }
@@ -431,9 +524,26 @@ pub fn plan(desired: &DesiredState, actual: &ActualState) -> Result<Plan, PlanEr
     }
     steps.extend(removals);
 
+    for name in actual.jobs.keys() {
+        let reason = match desired.services.get(name) {
+            None => "service is no longer in the project",
+            Some(d) if !d.job => "no longer a job: kept running from now on",
+            Some(_) => continue,
+        };
+        steps.push(Step {
+            action: Action::UnscheduleJob {
+                service: name.clone(),
+            },
+            reasons: vec![reason.to_string()],
+        });
+    }
+
     let mut recreated: BTreeSet<&str> = BTreeSet::new();
     for name in &order {
         let service = &desired.services[name];
+        if service.job {
+            continue;
+        }
         let mut service_steps = Vec::new();
         // Dependencies recreated in this plan whose dependents asked to follow them.
         let mut follow: Vec<String> = service
@@ -498,6 +608,35 @@ pub fn plan(desired: &DesiredState, actual: &ActualState) -> Result<Plan, PlanEr
         }
         steps.extend(service_steps);
     }
+
+    for (name, service) in desired.services.iter().filter(|(_, s)| s.job) {
+        let reasons = match actual.jobs.get(name) {
+            None => vec![NEW_JOB.to_string()],
+            Some(current) if current.hash == service.hash => continue,
+            Some(current) => match &current.inputs {
+                Some(old) => {
+                    let changes = service.inputs.changes_since(old);
+                    if changes.is_empty() {
+                        vec!["config hash changed".to_string()]
+                    } else {
+                        changes
+                    }
+                }
+                None => vec!["config hash changed".to_string()],
+            },
+        };
+        steps.push(Step {
+            action: Action::ScheduleJob {
+                service: name.clone(),
+            },
+            reasons,
+        });
+    }
+    // Jobs are not brought up.
+    let order = order
+        .into_iter()
+        .filter(|name| !desired.services[name].job)
+        .collect();
     Ok(Plan {
         project: desired.project.clone(),
         steps,

@@ -58,7 +58,7 @@ fn running(d: &DesiredService, replica: u32) -> ActualContainer {
 
 fn actual_for(d: &DesiredState) -> ActualState {
     let mut containers = Vec::new();
-    for s in d.services.values() {
+    for s in d.services.values().filter(|s| !s.job) {
         for r in 1..=s.replicas {
             containers.push(running(s, r));
         }
@@ -67,6 +67,20 @@ fn actual_for(d: &DesiredState) -> ActualState {
         containers,
         networks: d.networks.clone(),
         volumes: d.volumes.clone(),
+        jobs: d
+            .services
+            .values()
+            .filter(|s| s.job)
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    ActualJob {
+                        hash: s.hash.clone(),
+                        inputs: Some(s.inputs.clone()),
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
@@ -81,6 +95,8 @@ fn kinds(plan: &Plan) -> Vec<String> {
                 service, replica, ..
             } => format!("recreate {service}#{replica}"),
             Action::Remove { name, .. } => format!("remove {name}"),
+            Action::ScheduleJob { service } => format!("schedule {service}"),
+            Action::UnscheduleJob { service } => format!("unschedule {service}"),
         })
         .collect()
 }
@@ -316,4 +332,192 @@ fn a_large_project_plans_in_linear_time() {
     assert!(p.is_empty());
     assert_eq!(p.order.first().map(String::as_str), Some("s000"));
     assert_eq!(p.order.last().map(String::as_str), Some("s099"));
+}
+
+fn job(name: &str, schedule: &str) -> DesiredService {
+    let spec = json!({"image": "busybox:1", "command": ["backup"], "x-dockmaster": {"schedule": schedule}});
+    DesiredService::new(
+        name,
+        0,
+        BTreeMap::new(),
+        ServiceInputs {
+            spec,
+            image: "busybox:1".into(),
+            digest: "sha256:aaaa".into(),
+            files: BTreeMap::new(),
+        },
+        true,
+        UpdateOrder::StopFirst,
+    )
+    .with_job(true)
+}
+
+fn with_schedule(mut d: DesiredState, name: &str, schedule: &str) -> DesiredState {
+    d.services.insert(name.into(), job(name, schedule));
+    d
+}
+
+#[test]
+fn a_new_job_is_scheduled_and_gets_no_containers() {
+    let before = desired(vec![service("web", 1, &[])]);
+    let actual = actual_for(&before);
+    let after = with_schedule(before, "backup", "0 3 * * *");
+    let p = plan(&after, &actual).unwrap();
+    assert_eq!(kinds(&p), ["schedule backup"]);
+    assert_eq!(p.steps[0].reasons, [NEW_JOB]);
+    // Nothing waits for a job: no health gate, not brought up.
+    assert!(p.changed_services().is_empty());
+    assert_eq!(p.order, ["web"]);
+    assert!(p.to_string().contains("  + job backup: new job\n"), "{p}");
+    let v = serde_json::to_value(&p).unwrap();
+    assert_eq!(v["steps"][0]["action"], "schedule_job");
+    assert_eq!(v["steps"][0]["service"], "backup");
+    assert_eq!(v["steps"][0]["reasons"][0], "new job");
+    // A fresh project: networks, then the service, then the job.
+    let p = plan(&after, &ActualState::default()).unwrap();
+    assert_eq!(
+        kinds(&p),
+        ["net shop_default", "create web#1", "schedule backup"]
+    );
+    // Scheduled with the same definition: nothing to do.
+    assert!(plan(&after, &actual_for(&after)).unwrap().is_empty());
+}
+
+#[test]
+fn a_changed_job_is_scheduled_again_and_says_what_changed() {
+    let before = with_schedule(desired(vec![service("web", 1, &[])]), "backup", "0 3 * * *");
+    let actual = actual_for(&before);
+    let after = with_schedule(before, "backup", "*/5 * * * *");
+    let p = plan(&after, &actual).unwrap();
+    assert_eq!(kinds(&p), ["schedule backup"]);
+    assert_eq!(p.steps[0].reasons, ["x-dockmaster.schedule changed"]);
+    assert!(
+        p.to_string()
+            .contains("  ~ job backup: x-dockmaster.schedule changed\n"),
+        "{p}"
+    );
+    assert!(p.changed_services().is_empty());
+    // Without the old inputs, only the hash says so.
+    let mut unknown = actual.clone();
+    unknown.jobs.get_mut("backup").unwrap().inputs = None;
+    let p = plan(&after, &unknown).unwrap();
+    assert_eq!(p.steps[0].reasons, ["config hash changed"]);
+    assert!(
+        p.to_string().contains("~ job backup: config hash changed"),
+        "{p}"
+    );
+}
+
+#[test]
+fn a_removed_job_is_unscheduled() {
+    let before = with_schedule(desired(vec![service("web", 1, &[])]), "backup", "@daily");
+    let actual = actual_for(&before);
+    let after = desired(vec![service("web", 1, &[])]);
+    let p = plan(&after, &actual).unwrap();
+    assert_eq!(kinds(&p), ["unschedule backup"]);
+    assert_eq!(p.steps[0].reasons, ["service is no longer in the project"]);
+    assert!(
+        p.to_string()
+            .contains("  - job backup: service is no longer in the project\n"),
+        "{p}"
+    );
+    let v = serde_json::to_value(&p).unwrap();
+    assert_eq!(v["steps"][0]["action"], "unschedule_job");
+    assert_eq!(v["steps"][0]["service"], "backup");
+}
+
+#[test]
+fn a_service_that_becomes_a_job_loses_its_containers() {
+    let before = desired(vec![service("web", 1, &[]), service("backup", 2, &[])]);
+    let actual = actual_for(&before);
+    let after = with_schedule(before, "backup", "@hourly");
+    let p = plan(&after, &actual).unwrap();
+    assert_eq!(
+        kinds(&p),
+        [
+            "remove shop-backup-1",
+            "remove shop-backup-2",
+            "schedule backup"
+        ]
+    );
+    for step in &p.steps[..2] {
+        assert_eq!(
+            step.reasons,
+            ["is a job now: runs at its schedule, not kept running"]
+        );
+    }
+    assert_eq!(p.steps[2].reasons, [NEW_JOB]);
+    assert!(p.changed_services().is_empty());
+    // Even a replica count left on the job does not create containers.
+    let mut counted = after.clone();
+    counted.services.get_mut("backup").unwrap().replicas = 3;
+    let p = plan(&counted, &actual_for(&after)).unwrap();
+    assert!(p.is_empty(), "{p}");
+}
+
+#[test]
+fn a_job_that_becomes_a_service_is_unscheduled_and_started() {
+    let before = with_schedule(desired(vec![service("web", 1, &[])]), "backup", "@daily");
+    let actual = actual_for(&before);
+    let after = desired(vec![service("web", 1, &[]), service("backup", 1, &[])]);
+    let p = plan(&after, &actual).unwrap();
+    assert_eq!(kinds(&p), ["unschedule backup", "create backup#1"]);
+    assert_eq!(
+        p.steps[0].reasons,
+        ["no longer a job: kept running from now on"]
+    );
+    assert_eq!(p.steps[1].reasons, ["new service"]);
+    assert_eq!(
+        p.changed_services().into_iter().collect::<Vec<_>>(),
+        ["backup"]
+    );
+}
+
+#[test]
+fn changes_in_our_extension_name_its_keys() {
+    let with_x = |x: serde_json::Value| {
+        let mut i = inputs("busybox:1", "sha256:aaaa", "1");
+        if !x.is_null() {
+            i.spec["x-dockmaster"] = x;
+        }
+        i
+    };
+    let old = with_x(json!({"schedule": "@daily", "timeout": "1h", "history": 5}));
+    let new = with_x(json!({"schedule": "@hourly", "timeout": "1h", "concurrency": "allow"}));
+    assert_eq!(
+        new.changes_since(&old),
+        [
+            "x-dockmaster.concurrency added",
+            "x-dockmaster.history removed",
+            "x-dockmaster.schedule changed"
+        ]
+    );
+    // Added or removed as a whole: its keys are named too.
+    let none = with_x(serde_json::Value::Null);
+    assert_eq!(
+        old.changes_since(&none),
+        [
+            "x-dockmaster.history added",
+            "x-dockmaster.schedule added",
+            "x-dockmaster.timeout added"
+        ]
+    );
+    assert_eq!(
+        with_x(json!({"image_update": "follow"})).changes_since(&none),
+        ["x-dockmaster.image_update added"]
+    );
+    // An empty extension added, or a value that is not a mapping: the key itself.
+    assert_eq!(
+        with_x(json!({})).changes_since(&none),
+        ["x-dockmaster added"]
+    );
+    assert_eq!(
+        with_x(json!("odd")).changes_since(&old),
+        ["x-dockmaster changed"]
+    );
+    // Other mappings keep one line (environment values may be secrets).
+    assert_eq!(
+        inputs("busybox:1", "sha256:aaaa", "2").changes_since(&none),
+        ["environment changed"]
+    );
 }

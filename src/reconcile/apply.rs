@@ -620,6 +620,16 @@ fn execute(
                 log(format!("removing {name}: {}", reasons.join("; ")));
                 remove(&store, container)?;
             }
+            // The scheduler picks the definition up from the generation once it is good.
+            Action::ScheduleJob { service } => {
+                log(format!("scheduling job {service} ({})", reasons.join("; ")));
+            }
+            Action::UnscheduleJob { service } => {
+                log(format!(
+                    "unscheduling job {service} ({})",
+                    reasons.join("; ")
+                ));
+            }
             Action::Create { service, .. } | Action::Recreate { service, .. } => {
                 match pending.iter_mut().find(|(s, _)| s == service) {
                     Some((_, steps)) => steps.push(step),
@@ -754,7 +764,11 @@ fn run_service_step(
             }
         }
         // Handled before the services by `execute`.
-        Action::CreateNetwork { .. } | Action::CreateVolume { .. } | Action::Remove { .. } => {}
+        Action::CreateNetwork { .. }
+        | Action::CreateVolume { .. }
+        | Action::Remove { .. }
+        | Action::ScheduleJob { .. }
+        | Action::UnscheduleJob { .. } => {}
     }
     Ok(())
 }

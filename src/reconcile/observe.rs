@@ -132,6 +132,7 @@ pub fn actual_state(
                 .cloned()
                 .collect(),
             volumes: existing_volumes,
+            jobs: Default::default(),
         },
         found,
     ))
