@@ -48,6 +48,11 @@ pub const SYNC_BUCKETS: [f64; 13] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
+/// Buckets of `dockmaster_job_duration_seconds`: from a quick cleanup to a long backup.
+pub const JOB_BUCKETS: [f64; 12] = [
+    0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
+];
+
 /// Buckets of `dockmaster_image_pull_duration_seconds`: cached layers to large images.
 pub const PULL_BUCKETS: [f64; 12] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
@@ -187,6 +192,13 @@ struct ServiceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobResultLabels {
+    project: String,
+    service: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -203,6 +215,8 @@ pub(crate) struct Index {
     services: BTreeMap<String, BTreeSet<String>>,
     /// (project, service) with a `containers_desired` series.
     desired: BTreeSet<(String, String)>,
+    /// (project, service) of jobs with series.
+    jobs: BTreeSet<(String, String)>,
 }
 
 impl Index {
@@ -230,6 +244,10 @@ fn sync_histogram() -> Histogram {
     Histogram::new(SYNC_BUCKETS)
 }
 
+fn job_histogram() -> Histogram {
+    Histogram::new(JOB_BUCKETS)
+}
+
 /// Every metric of the agent. `Send + Sync`: share it as `Arc<Metrics>`.
 pub struct Metrics {
     registry: Registry,
@@ -249,6 +267,10 @@ pub struct Metrics {
     rollbacks: Family<ProjectLabels, Counter>,
     drift: Family<ServiceLabels, Counter>,
     webhooks: Family<ResultLabels, Counter>,
+    job_runs: Family<JobResultLabels, Counter>,
+    job_last_success: Family<ServiceLabels, Gauge>,
+    job_last_failure: Family<ServiceLabels, Gauge>,
+    job_duration: Family<ServiceLabels, Histogram, fn() -> Histogram>,
 }
 
 impl fmt::Debug for Metrics {
@@ -286,6 +308,10 @@ impl Metrics {
             rollbacks: Family::default(),
             drift: Family::default(),
             webhooks: Family::default(),
+            job_runs: Family::default(),
+            job_last_success: Family::default(),
+            job_last_failure: Family::default(),
+            job_duration: Family::new_with_constructor(job_histogram),
         };
 
         let build_info = Family::<VersionLabels, Gauge>::default();
@@ -381,6 +407,26 @@ impl Metrics {
             "dockmaster_webhook_requests",
             "Webhook requests, by result",
             m.webhooks.clone(),
+        );
+        m.registry.register(
+            "dockmaster_job_runs",
+            "Finished runs of a scheduled job, by result (succeeded, failed, timeout, replaced, lost), and fire times skipped because a run was still going (skipped)",
+            m.job_runs.clone(),
+        );
+        m.registry.register(
+            "dockmaster_job_last_success_timestamp_seconds",
+            "Unix time at which the job's last successful run finished",
+            m.job_last_success.clone(),
+        );
+        m.registry.register(
+            "dockmaster_job_last_failure_timestamp_seconds",
+            "Unix time at which the job's last failed run (failed, timeout or lost) finished",
+            m.job_last_failure.clone(),
+        );
+        m.registry.register(
+            "dockmaster_job_duration_seconds",
+            "Wall time of a finished job run",
+            m.job_duration.clone(),
         );
         m.registry.register_collector(Box::new(ProcessCollector));
 
@@ -579,6 +625,97 @@ impl Metrics {
             self.remove_service_series(project, &service);
         }
         index.desired.retain(|(p, _)| p != project);
+        let jobs: Vec<(String, String)> = index
+            .jobs
+            .iter()
+            .filter(|(p, _)| p == project)
+            .cloned()
+            .collect();
+        for (p, s) in jobs {
+            index.jobs.remove(&(p.clone(), s.clone()));
+            self.remove_job_series(&p, &s);
+        }
+    }
+
+    /// A job is scheduled: its run counters (every result) start at zero.
+    pub fn job_known(&self, project: &str, service: &str) {
+        let mut index = lock(&self.index);
+        index
+            .jobs
+            .insert((project.to_string(), service.to_string()));
+        for result in crate::jobs::RunResult::METRIC_RESULTS {
+            let _ = self
+                .job_runs
+                .get_or_create(&job_result_labels(project, service, result));
+        }
+        let _ = self
+            .job_duration
+            .get_or_create(&service_labels(project, service));
+    }
+
+    /// A run of a job finished with `result` after `duration`, at `at` (since the epoch).
+    pub fn job_run_finished(
+        &self,
+        project: &str,
+        service: &str,
+        result: &str,
+        duration: Duration,
+        at: Duration,
+    ) {
+        let mut index = lock(&self.index);
+        index
+            .jobs
+            .insert((project.to_string(), service.to_string()));
+        self.job_runs
+            .get_or_create(&job_result_labels(project, service, result))
+            .inc();
+        let labels = service_labels(project, service);
+        let at = saturate(at.as_secs());
+        match result {
+            "succeeded" => {
+                self.job_last_success.get_or_create(&labels).set(at);
+            }
+            "failed" | "timeout" | "lost" => {
+                self.job_last_failure.get_or_create(&labels).set(at);
+            }
+            _ => {}
+        }
+        if result != "skipped" {
+            self.job_duration
+                .get_or_create(&labels)
+                .observe(duration.as_secs_f64());
+        }
+    }
+
+    /// A fire time of a job was skipped: its previous run was still going.
+    pub fn job_run_skipped(&self, project: &str, service: &str) {
+        let mut index = lock(&self.index);
+        index
+            .jobs
+            .insert((project.to_string(), service.to_string()));
+        self.job_runs
+            .get_or_create(&job_result_labels(project, service, "skipped"))
+            .inc();
+    }
+
+    /// Removes the series of a job that no longer exists.
+    pub fn forget_job(&self, project: &str, service: &str) {
+        let mut index = lock(&self.index);
+        index
+            .jobs
+            .remove(&(project.to_string(), service.to_string()));
+        self.remove_job_series(project, service);
+    }
+
+    fn remove_job_series(&self, project: &str, service: &str) {
+        for result in crate::jobs::RunResult::METRIC_RESULTS {
+            self.job_runs
+                .remove(&job_result_labels(project, service, result));
+        }
+        let labels = service_labels(project, service);
+        self.job_last_success.remove(&labels);
+        self.job_last_failure.remove(&labels);
+        self.job_duration.remove(&labels);
     }
 
     /// An image pull ended: counts it by result, adds the bytes downloaded (also those of a
@@ -647,6 +784,14 @@ fn service_labels(project: &str, service: &str) -> ServiceLabels {
     ServiceLabels {
         project: project.to_string(),
         service: service.to_string(),
+    }
+}
+
+fn job_result_labels(project: &str, service: &str, result: &str) -> JobResultLabels {
+    JobResultLabels {
+        project: project.to_string(),
+        service: service.to_string(),
+        result: result.to_string(),
     }
 }
 
