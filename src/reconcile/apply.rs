@@ -241,16 +241,20 @@ pub fn desired(
                 )
             })
             .collect();
+        // A job keeps no container: the scheduler runs it from the generation recorded here
+        // (its image pulled and pinned like any other, its networks and volumes created).
+        let job = crate::jobs::spec::is_job(service);
         services.insert(
             service.name.clone(),
             DesiredService::new(
                 &service.name,
-                service.replicas(),
+                if job { 0 } else { service.replicas() },
                 depends_on,
                 inputs,
                 one_shot(service),
                 service.update_order(),
-            ),
+            )
+            .with_job(job),
         );
         if service.network_mode.is_none() {
             for key in service.networks.keys() {
@@ -357,8 +361,7 @@ pub fn apply(
     let plan = plan::plan(&d.state, &actual).map_err(ReconcileError::Plan)?;
     if plan.is_empty() {
         if opts.wait_all {
-            let all: BTreeSet<String> = d.state.services.keys().cloned().collect();
-            gate(root, &d, &all, opts, log)?;
+            gate(root, &d, &kept_running(&d), opts, log)?;
         }
         return Ok(ApplyReport {
             plan,
@@ -400,7 +403,7 @@ pub fn apply(
             .map(String::from)
             .collect();
         if opts.wait_all {
-            services.extend(d.state.services.keys().cloned());
+            services.extend(kept_running(&d));
         }
         gate(root, &d, &services, opts, log)
     });
@@ -440,6 +443,16 @@ pub fn apply(
             })
         }
     }
+}
+
+/// The services kept running (not jobs): what `wait_all` waits for.
+fn kept_running(d: &Desired) -> BTreeSet<String> {
+    d.state
+        .services
+        .values()
+        .filter(|s| !s.job)
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 /// The project JSON with every service's image pinned to the digest it resolved to and env
@@ -707,7 +720,7 @@ fn run_service_step(
                 "creating {service} #{replica}: {}",
                 reasons.join("; ")
             ));
-            start(root, d, paths, service, *replica, generation, None)?;
+            start(root, d, paths, service, *replica, generation, &|_| {})?;
         }
         Action::Recreate {
             service,
@@ -743,12 +756,14 @@ fn run_service_step(
                         stop(store, old);
                     }
                     remove(store, container)?;
-                    start(root, d, paths, service, *replica, generation, None)?;
+                    start(root, d, paths, service, *replica, generation, &|_| {})?;
                 }
                 UpdateOrder::StartFirst => {
                     let hash = &d.state.services[service].hash;
                     let temp = format!("{name}-{}", &hash[..8.min(hash.len())]);
-                    let id = start(root, d, paths, service, *replica, generation, Some(temp))?;
+                    let id = start(root, d, paths, service, *replica, generation, &|cp| {
+                        cp.request.name = Some(temp.clone())
+                    })?;
                     wait_ready(
                         root,
                         &d.project.name,
@@ -781,7 +796,7 @@ fn start(
     service_name: &str,
     replica: u32,
     generation: u64,
-    name: Option<String>,
+    tweak: &dyn Fn(&mut translate::ContainerPlan),
 ) -> Result<String, ReconcileError> {
     let service = &d.project.services[service_name];
     let desired = &d.state.services[service_name];
@@ -802,9 +817,7 @@ fn start(
         paths,
     )
     .map_err(ReconcileError::Translate)?;
-    if let Some(name) = name {
-        cp.request.name = Some(name);
-    }
+    tweak(&mut cp);
     for dir in &cp.host_dirs {
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|source| ReconcileError::State {
@@ -869,6 +882,41 @@ fn start(
         reason: format!("start {}: {e}", record.name),
     })?;
     Ok(record.id)
+}
+
+/// Creates and starts a one-off container of `service` as recorded in `generation` (a job
+/// run): its pinned image (pulled again if it was removed), volumes and files, named `name`,
+/// with `labels` added and no restart policy (whoever runs it decides about retries).
+/// Returns the container's id.
+pub fn start_one_off(
+    root: &Path,
+    config: &AgentConfig,
+    generation: &Generation,
+    service: &str,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    log: &mut dyn FnMut(String),
+) -> Result<String, ReconcileError> {
+    let d = recorded_desired(root, config, generation, Fetch::AsPolicy, log)?;
+    if !d.project.services.contains_key(service) {
+        return Err(ReconcileError::Container {
+            service: service.to_string(),
+            reason: format!("not in generation {}", generation.number),
+        });
+    }
+    let paths = Paths {
+        root,
+        project: &d.project,
+        allow: &config.bind_allow,
+    };
+    start(root, &d, &paths, service, 1, generation.number, &|cp| {
+        cp.request.name = Some(name.to_string());
+        cp.request.labels.extend(labels.clone());
+        cp.request
+            .labels
+            .insert(translate::LABEL_ONEOFF.into(), "True".into());
+        cp.supervision.restart = crate::health::RestartPolicy::No;
+    })
 }
 
 /// Stops the old container of a recreate; a failure is left to the forced removal that
@@ -1001,6 +1049,10 @@ impl DependencyWaits {
             let Some(dep_service) = d.project.services.get(dep) else {
                 continue;
             };
+            // A job has no container to wait for (the loader refuses such a dependency).
+            if d.state.services.get(dep).is_some_and(|s| s.job) {
+                continue;
+            }
             let all = match observed {
                 Some(all) => all,
                 None => observed.insert(observe::project_containers(root, &d.project.name)?),
@@ -1120,6 +1172,10 @@ fn gate(
             let Some(service) = d.project.services.get(name) else {
                 continue;
             };
+            // Jobs are not kept running: their runs never hold up an apply.
+            if d.state.services.get(name).is_some_and(|s| s.job) {
+                continue;
+            }
             let list: Vec<&Found> = all.iter().filter(|f| &f.actual.service == name).collect();
             if list.len() < service.replicas() as usize {
                 all_ready = false;
