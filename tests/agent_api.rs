@@ -155,6 +155,7 @@ impl Harness {
             webhook,
             api_token: Some(API_TOKEN.into()),
             on_webhook: Arc::new(move |label| results.lock().unwrap().push(label.to_string())),
+            jobs: None,
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let shutdown = move || {
@@ -827,6 +828,7 @@ fn admin_api_on_tcp_needs_the_bearer_token() {
             webhook: WebhookSecrets::default(),
             api_token: None,
             on_webhook: Arc::new(|_| {}),
+            jobs: None,
         };
         dockmaster::api::serve_admin_tcp(l, state, std::future::pending()).await
     });

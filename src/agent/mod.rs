@@ -140,6 +140,7 @@ pub fn run(
                     .unwrap_or(WebhookResult::BadRequest);
                 m2.webhook_request(r);
             }),
+            jobs: None,
         }
     };
 

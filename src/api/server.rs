@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -28,12 +29,16 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::webhook::{self, WebhookSecrets};
 use crate::agent::status::{AgentStatus, Event, HistoryEntry, Trigger};
 use crate::error::{Categorized, Category};
+use crate::jobs::{JobsControl, RunNowError};
 
 /// Largest webhook body accepted (GitHub caps payloads at 25 MB, but a push payload is a few
 /// KiB; anything near this is not a push worth a sync).
 pub const WEBHOOK_BODY_MAX: usize = 1 << 20;
 /// Largest admin request body (`POST /v1/sync`).
 const ADMIN_BODY_MAX: usize = 64 << 10;
+/// Longest project or service name accepted in a `/v1/jobs/...` path (Compose names are far
+/// shorter; this only bounds what reaches the scheduler and the file system).
+pub const JOB_NAME_MAX: usize = 255;
 /// A webhook body must arrive within this.
 const WEBHOOK_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `POST /v1/sync` waits for room in a full trigger channel.
@@ -71,6 +76,8 @@ pub struct ApiState {
     /// Bearer token required by the admin API on TCP (the unix socket relies on its mode).
     pub api_token: Option<String>,
     pub on_webhook: WebhookObserver,
+    /// The job scheduler (`/v1/jobs...`); `None` answers 503 "jobs are not available".
+    pub jobs: Option<Arc<dyn JobsControl>>,
 }
 
 /// Events fan out to followers through a broadcast channel and the last few are kept for
@@ -337,14 +344,17 @@ struct AdminState {
     stop: watch::Receiver<bool>,
 }
 
-/// `/v1/status`, `/v1/history`, `/v1/sync`, `/v1/events`. `stop` turning true ends open event
-/// streams (the serve functions wire it to their shutdown signal).
+/// `/v1/status`, `/v1/history`, `/v1/sync`, `/v1/events`, `/v1/jobs...`. `stop` turning true
+/// ends open event streams (the serve functions wire it to their shutdown signal).
 fn admin_router(api: ApiState, stop: watch::Receiver<bool>) -> Router {
     Router::new()
         .route("/v1/status", get(v1_status))
         .route("/v1/history", get(v1_history))
         .route("/v1/sync", post(v1_sync))
         .route("/v1/events", get(v1_events))
+        .route("/v1/jobs", get(v1_jobs))
+        .route("/v1/jobs/{project}/{service}/runs", get(v1_job_runs))
+        .route("/v1/jobs/{project}/{service}/run", post(v1_job_run))
         .with_state(AdminState { api, stop })
 }
 
@@ -485,6 +495,110 @@ async fn v1_events(State(state): State<AdminState>, Query(q): Query<EventsQuery>
         body,
     )
         .into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Jobs
+
+fn jobs_unavailable() -> Response {
+    text(StatusCode::SERVICE_UNAVAILABLE, "jobs are not available")
+}
+
+fn run_now_error(e: &RunNowError) -> Response {
+    let status = match e {
+        RunNowError::NotFound { .. } => StatusCode::NOT_FOUND,
+        RunNowError::Busy { .. } => StatusCode::CONFLICT,
+        RunNowError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    text(status, e.to_string())
+}
+
+/// Why a project or service name from a path is refused (`None`: it is acceptable). The
+/// names become directory names under the root, so nothing that could leave a directory.
+pub fn job_name_problem(what: &str, name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some(format!("empty {what} name"))
+    } else if name.len() > JOB_NAME_MAX {
+        Some(format!("{what} name longer than {JOB_NAME_MAX} bytes"))
+    } else if name == "." || name == ".." || name.contains('/') {
+        Some(format!("invalid {what} name {name:?}"))
+    } else if name.chars().any(char::is_control) {
+        Some(format!("invalid {what} name {name:?}: control characters"))
+    } else {
+        None
+    }
+}
+
+/// The `{project}/{service}` of a jobs path, or the 400 answer.
+fn job_path(
+    path: Result<UrlPath<(String, String)>, PathRejection>,
+) -> Result<(String, String), Response> {
+    let UrlPath((project, service)) =
+        path.map_err(|e| text(StatusCode::BAD_REQUEST, e.body_text()))?;
+    for (what, name) in [("project", &project), ("service", &service)] {
+        if let Some(problem) = job_name_problem(what, name) {
+            return Err(text(StatusCode::BAD_REQUEST, problem));
+        }
+    }
+    Ok((project, service))
+}
+
+/// Runs `f` with the scheduler on the blocking pool (its calls may read files).
+async fn with_jobs<T: Send + 'static>(
+    state: &AdminState,
+    f: impl FnOnce(&dyn JobsControl) -> T + Send + 'static,
+) -> Result<T, Response> {
+    let Some(jobs) = state.api.jobs.clone() else {
+        return Err(jobs_unavailable());
+    };
+    tokio::task::spawn_blocking(move || f(jobs.as_ref()))
+        .await
+        .map_err(|e| {
+            tracing::error!("jobs request failed: {e}");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "jobs request failed")
+        })
+}
+
+async fn v1_jobs(State(state): State<AdminState>) -> Response {
+    match with_jobs(&state, |jobs| jobs.list()).await {
+        Ok(list) => json(&list),
+        Err(r) => r,
+    }
+}
+
+async fn v1_job_runs(
+    State(state): State<AdminState>,
+    path: Result<UrlPath<(String, String)>, PathRejection>,
+) -> Response {
+    let (project, service) = match job_path(path) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match with_jobs(&state, move |jobs| jobs.history(&project, &service)).await {
+        Ok(Ok(runs)) => json(&runs),
+        Ok(Err(e)) => run_now_error(&e),
+        Err(r) => r,
+    }
+}
+
+async fn v1_job_run(
+    State(state): State<AdminState>,
+    path: Result<UrlPath<(String, String)>, PathRejection>,
+) -> Response {
+    let (project, service) = match job_path(path) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match with_jobs(&state, move |jobs| jobs.run_now(&project, &service)).await {
+        Ok(Ok(seq)) => (
+            StatusCode::ACCEPTED,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "run": seq }).to_string(),
+        )
+            .into_response(),
+        Ok(Err(e)) => run_now_error(&e),
+        Err(r) => r,
+    }
 }
 
 async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
