@@ -743,3 +743,68 @@ fn our_own_extension_keys_are_checked() {
         "notify"
     );
 }
+
+#[test]
+fn job_keys_are_checked_and_jobs_cannot_be_waited_for() {
+    let o = LoadOptions {
+        cwd: "/p".into(),
+        ..LoadOptions::default()
+    };
+    let compose = r#"services:
+  app:
+    image: x
+    x-dockmaster: {time_zone: UTC, history: 3}
+  backup:
+    image: x
+    scale: 3
+    x-dockmaster:
+      schedule: "30 2 * * *"
+      time_zone: Europe/Berlin
+      concurrency: replace
+      timeout: 1h30m
+      missed_run_deadline: 600
+      history: 5
+  sync:
+    image: x
+    depends_on: [app]
+    x-dockmaster: {schedule: "@every 30s", colour: blue}
+"#;
+    let p = load_project(&MemFiles::new().with("/p/compose.yaml", compose), &o)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let backup = &p.services["backup"];
+    assert_eq!(
+        backup.x_dockmaster.as_ref().unwrap()["schedule"],
+        "30 2 * * *"
+    );
+    assert!(dockmaster::jobs::spec::is_job(backup));
+    let spec = dockmaster::jobs::JobSpec::from_service(backup)
+        .unwrap()
+        .unwrap();
+    assert_eq!(spec.history, 5);
+    assert!(!dockmaster::jobs::spec::is_job(&p.services["app"]));
+    let w: Vec<String> = p.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        w,
+        [
+            // Job keys on a service without schedule do nothing: said where they are.
+            "/p/compose.yaml:4:31: service \"app\": x-dockmaster.time_zone: only applies to jobs (services with x-dockmaster.schedule) and is ignored",
+            "/p/compose.yaml:4:45: service \"app\": x-dockmaster.history: only applies to jobs (services with x-dockmaster.schedule) and is ignored",
+            // The unknown-key warning names the job keys among the known ones.
+            "/p/compose.yaml:18:52: service \"sync\": x-dockmaster.colour: unknown x-dockmaster key \"colour\" is ignored (known: image_update, restart_unhealthy, schedule, time_zone, concurrency, timeout, missed_run_deadline, history)",
+            // One container per run: the replica count is ignored.
+            "/p/compose.yaml:7:12: service \"backup\": scale: ignored: \"backup\" is a job; each run is one container (3 replicas asked)",
+        ]
+    );
+
+    // links to a job are a dependency too: refused where written.
+    let files = MemFiles::new().with(
+        "/p/compose.yaml",
+        "services:\n  web:\n    image: x\n    links: [backup]\n  backup:\n    image: x\n    deploy: {replicas: 2}\n    x-dockmaster: {schedule: \"@daily\"}\n",
+    );
+    let e = load_project(&files, &o).unwrap_err().to_string();
+    assert!(
+        e.contains("/p/compose.yaml:4:12: service \"web\": depends_on.backup: service \"web\" depends on \"backup\", a job"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+}

@@ -419,6 +419,7 @@ impl<'a> Converter<'a> {
         let Some(map) = n.as_map() else {
             return;
         };
+        let job = map.iter().any(|(k, _)| k.name == "schedule");
         for (k, v) in map {
             let field = format!("x-dockmaster.{}", k.name);
             match k.name.as_str() {
@@ -436,10 +437,33 @@ impl<'a> Converter<'a> {
                         self.err(v, &field, "must be true or false");
                     }
                 }
+                key if crate::jobs::spec::is_job_key(key) => {
+                    if let Err(msg) = crate::jobs::spec::check_key(key, &v.to_json()) {
+                        if key == "schedule" {
+                            self.err_hint(
+                                v,
+                                &field,
+                                msg,
+                                "check an expression with `dockmaster schedule next \"SPEC\"`",
+                            );
+                        } else {
+                            self.err(v, &field, msg);
+                        }
+                    } else if !job {
+                        self.warn(
+                            v,
+                            &field,
+                            "only applies to jobs (services with x-dockmaster.schedule) and is ignored",
+                        );
+                    }
+                }
                 other => self.warn(
                     v,
                     &field,
-                    format!("unknown x-dockmaster key {other:?} is ignored (known: image_update, restart_unhealthy)"),
+                    format!(
+                        "unknown x-dockmaster key {other:?} is ignored (known: image_update, restart_unhealthy, {})",
+                        crate::jobs::spec::JOB_KEYS.join(", ")
+                    ),
                 ),
             }
         }
@@ -735,7 +759,28 @@ impl<'a> Converter<'a> {
                 message: msg,
                 hint: hint.map(str::to_string),
             };
+            let uses_network_of = match &s.network_mode {
+                Some(NetworkMode::Service(dep)) => Some(dep.as_str()),
+                _ => None,
+            };
             for (dep, d) in &s.depends_on {
+                if let Some(job) = p.services.get(dep).filter(|j| crate::jobs::spec::is_job(j)) {
+                    // network_mode: service:<job> adds this dependency itself: reported there
+                    // unless it is also written.
+                    let written =
+                        ref_locs.contains_key(&(name.clone(), format!("depends_on.{dep}")));
+                    if uses_network_of != Some(dep.as_str()) || written {
+                        self.errors.push(at(
+                            &format!("depends_on.{dep}"),
+                            format!(
+                                "service {name:?} depends on {:?}, a job: a job is not kept running (it runs at its schedule), so nothing can wait for it",
+                                job.name
+                            ),
+                            Some("run that work in the dependent service, or drop the dependency"),
+                        ));
+                    }
+                    continue;
+                }
                 if names.contains(dep) || self.broken.contains(dep) {
                     continue;
                 }
@@ -762,7 +807,33 @@ impl<'a> Converter<'a> {
                         format!("service {name:?} uses the network of undefined service {dep:?}"),
                         None,
                     ));
+                } else if p.services.get(dep).is_some_and(crate::jobs::spec::is_job) {
+                    self.errors.push(at(
+                        "network_mode",
+                        format!("service {name:?} uses the network of {dep:?}, a job: a job is not kept running, so there is no network to share"),
+                        Some("attach both services to a network instead"),
+                    ));
                 }
+            }
+            if crate::jobs::spec::is_job(s) && s.replicas() > 1 {
+                // deploy.replicas wins over scale (Service::replicas).
+                let field = if s.deploy.as_ref().and_then(|d| d.replicas).is_some() {
+                    "deploy.replicas"
+                } else {
+                    "scale"
+                };
+                self.warnings.push(Warning {
+                    location: ref_locs
+                        .get(&(name.clone(), field.to_string()))
+                        .cloned()
+                        .or_else(|| loc.clone()),
+                    service: Some(name.clone()),
+                    field: field.into(),
+                    message: format!(
+                        "ignored: {name:?} is a job; each run is one container ({} replicas asked)",
+                        s.replicas()
+                    ),
+                });
             }
             for net in s.networks.keys() {
                 if !p.networks.contains_key(net) {
@@ -1059,6 +1130,7 @@ impl<'a> Converter<'a> {
                 "platform" => s.platform = self.opt_string(v, f),
                 "profiles" => s.profiles = self.string_list(v, f),
                 "scale" => {
+                    self.note("scale".into(), &v.loc);
                     if let Some(n) = self.non_negative(v, f) {
                         s.scale = u32::try_from(n).ok();
                     }
@@ -2358,6 +2430,7 @@ impl<'a> Converter<'a> {
                     }
                 }
                 "replicas" => {
+                    self.note("deploy.replicas".into(), &val.loc);
                     if let Some(n) = self.non_negative(val, &f) {
                         d.replicas = u32::try_from(n).ok();
                     }

@@ -1,13 +1,14 @@
-//! Taking a project down: its containers, the networks it declared (when no other container
-//! uses them), optionally its volumes, and its generations.
+//! Taking a project down: its containers (also those of job runs), the networks it declared
+//! (when no other container uses them), optionally its volumes, and its generations.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::{apply, generations, networks, observe, volumes, ReconcileError};
 
-/// Removes `project`'s containers and unused networks (and its volumes when `remove_volumes`),
-/// and forgets its generations. Returns whether anything existed.
+/// Removes `project`'s containers (services' and job runs') and unused networks (and its
+/// volumes when `remove_volumes`), and forgets its generations. Returns whether anything
+/// existed.
 pub fn down(
     root: &Path,
     project: &str,
@@ -15,6 +16,7 @@ pub fn down(
     log: &mut dyn FnMut(String),
 ) -> Result<bool, ReconcileError> {
     let found = observe::project_containers(root, project)?;
+    let runs = observe::job_run_containers(root, project)?;
     let store = crate::runtime::container::ContainerStore::new(root);
     let mut volume_names = BTreeSet::new();
     let mut network_names = BTreeSet::new();
@@ -43,6 +45,24 @@ pub fn down(
             }
         })?;
     }
+    // Runs of the project's jobs still going (or kept by a scheduler that stopped).
+    for run in &runs {
+        // The scheduler removes a run once it ended: it may have gone meanwhile.
+        let Ok(record) = store.load(&run.id) else {
+            continue;
+        };
+        log(format!("removing {} (job run)", record.name));
+        crate::runtime::lifecycle::remove(&store, &record, true).map_err(|e| {
+            ReconcileError::Container {
+                service: record
+                    .labels
+                    .get(super::translate::LABEL_SERVICE)
+                    .cloned()
+                    .unwrap_or_default(),
+                reason: format!("remove {}: {e:#}", record.name),
+            }
+        })?;
+    }
     for net in networks::remove_unused(root, &network_names)? {
         log(format!("removed network {net}"));
     }
@@ -64,5 +84,5 @@ pub fn down(
         }
     }
     generations::forget(root, project)?;
-    Ok(!found.is_empty() || !network_names.is_empty())
+    Ok(!found.is_empty() || !runs.is_empty() || !network_names.is_empty())
 }

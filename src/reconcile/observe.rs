@@ -1,17 +1,20 @@
 //! What runs for a project: its containers (found by their Compose labels), with their state,
-//! config hash and the inputs they were created from; plus the networks and volumes that exist.
+//! config hash and the inputs they were created from; plus the networks and volumes that
+//! exist, and the jobs scheduled (those of the last good generation). Containers of job runs
+//! (label [`crate::jobs::LABEL_JOB_RUN`]) are not replicas: the scheduler owns them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::plan::{ActualContainer, ActualState, RunState, ServiceInputs};
+use crate::jobs::LABEL_JOB_RUN;
+use crate::plan::{ActualContainer, ActualJob, ActualState, RunState, ServiceInputs};
 use crate::runtime::container::{
     observe, ContainerPaths, ContainerRecord, ContainerStore, Observed,
 };
 use crate::runtime::protocol::Status;
 
 use super::translate::{LABEL_CONFIG_HASH, LABEL_NUMBER, LABEL_PROJECT, LABEL_SERVICE};
-use super::ReconcileError;
+use super::{generations, ReconcileError};
 
 /// The file next to a container's record that keeps the inputs it was created from.
 pub fn inputs_path(paths: &ContainerPaths) -> PathBuf {
@@ -26,7 +29,7 @@ pub struct Found {
     pub actual: ActualContainer,
 }
 
-/// The containers of `project`, observed.
+/// The containers of `project`'s services, observed (not those of job runs).
 pub fn project_containers(root: &Path, project: &str) -> Result<Vec<Found>, ReconcileError> {
     containers(root, project, None)
 }
@@ -49,7 +52,9 @@ fn containers(
     let records = store.list().map_err(ReconcileError::Containers)?;
     let mut out = Vec::new();
     for record in records {
-        if record.labels.get(LABEL_PROJECT).map(String::as_str) != Some(project) {
+        if record.labels.get(LABEL_PROJECT).map(String::as_str) != Some(project)
+            || record.labels.contains_key(LABEL_JOB_RUN)
+        {
             continue;
         }
         let Some(service) = record.labels.get(LABEL_SERVICE).cloned() else {
@@ -97,6 +102,55 @@ fn containers(
     Ok(out)
 }
 
+/// The containers of `project`'s job runs, oldest first (not observed: their shims are not
+/// asked).
+pub fn job_run_containers(
+    root: &Path,
+    project: &str,
+) -> Result<Vec<ContainerRecord>, ReconcileError> {
+    let store = ContainerStore::new(root);
+    Ok(store
+        .list()
+        .map_err(ReconcileError::Containers)?
+        .into_iter()
+        .filter(|r| {
+            r.labels.get(LABEL_PROJECT).map(String::as_str) == Some(project)
+                && r.labels.contains_key(LABEL_JOB_RUN)
+        })
+        .collect())
+}
+
+/// The jobs `project` has scheduled: those of its last good generation (the scheduler runs
+/// what that generation recorded).
+pub fn scheduled_jobs(
+    root: &Path,
+    project: &str,
+) -> Result<BTreeMap<String, ActualJob>, ReconcileError> {
+    let Some(good) = generations::last_good(root, project, None)? else {
+        return Ok(BTreeMap::new());
+    };
+    Ok(good
+        .services
+        .into_iter()
+        .filter(|(_, r)| {
+            r.inputs
+                .spec
+                .get("x-dockmaster")
+                .and_then(|x| x.get("schedule"))
+                .is_some()
+        })
+        .map(|(name, r)| {
+            (
+                name,
+                ActualJob {
+                    hash: r.hash,
+                    inputs: Some(r.inputs),
+                },
+            )
+        })
+        .collect())
+}
+
 /// The planner's view of an observation.
 pub fn run_state(o: &Observed) -> RunState {
     match o {
@@ -113,7 +167,7 @@ pub fn run_state(o: &Observed) -> RunState {
     }
 }
 
-/// The actual state of `project` for the planner.
+/// The actual state of `project` for the planner (job runs are not counted as replicas).
 pub fn actual_state(
     root: &Path,
     project: &str,
@@ -132,7 +186,7 @@ pub fn actual_state(
                 .cloned()
                 .collect(),
             volumes: existing_volumes,
-            jobs: Default::default(),
+            jobs: scheduled_jobs(root, project)?,
         },
         found,
     ))
