@@ -121,6 +121,13 @@ pub fn run(
         )?,
     };
     let api_token = secret(&None, &config.listen.api_token_file)?;
+    let (jobs, jobs_thread) = crate::jobs::worker::spawn(
+        &root,
+        Arc::new(config.clone()),
+        Some(metrics.clone()),
+        Arc::new(crate::schedule::SystemClock),
+    )
+    .context("start the jobs thread")?;
     let state = {
         let root = root.clone();
         let m = metrics.clone();
@@ -140,7 +147,7 @@ pub fn run(
                     .unwrap_or(WebhookResult::BadRequest);
                 m2.webhook_request(r);
             }),
-            jobs: None,
+            jobs: Some(Arc::new(jobs.clone())),
         }
     };
 
@@ -151,6 +158,7 @@ pub fn run(
             status: status_tx,
             events: events.clone(),
             metrics: metrics.clone(),
+            jobs: Some(jobs.clone()),
         },
     );
     let worker_thread = std::thread::Builder::new()
@@ -224,6 +232,7 @@ pub fn run(
                 _ = hup.recv() => {
                     match AgentConfig::load(config_path.as_deref()) {
                         Ok(c) => {
+                            jobs.set_config(Arc::new(c.clone()));
                             let _ = msg_tx.send(Msg::Reload(Box::new(c)));
                         }
                         Err(e) => {
@@ -244,6 +253,7 @@ pub fn run(
         tracing::info!("stopping the agent (containers keep running)");
         let _ = stop_tx.send(true);
         let _ = msg_tx.send(Msg::Stop);
+        jobs.stop();
         // Let the listeners finish open requests and remove the socket file (each gives
         // its connections a few seconds).
         for server in servers {
@@ -256,7 +266,9 @@ pub fn run(
     // The worker finishes its current step (a step never takes longer than the apply
     // timeout); an apply cut short by the process exit is repaired by the next start.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !worker_thread.is_finished() && std::time::Instant::now() < deadline {
+    while !(worker_thread.is_finished() && jobs_thread.is_finished())
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(code)

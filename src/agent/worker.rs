@@ -46,6 +46,8 @@ pub struct Publish {
     pub status: watch::Sender<AgentStatus>,
     pub events: EventHub,
     pub metrics: Arc<Metrics>,
+    /// Told to look at the generations again after each pass (jobs come from them).
+    pub jobs: Option<crate::jobs::worker::JobsHandle>,
 }
 
 struct SourceRuntime {
@@ -1112,6 +1114,9 @@ impl Worker {
 
     /// Recomputes the status snapshot and the per-project metrics.
     fn publish_status(&mut self) {
+        if let Some(jobs) = &self.publish.jobs {
+            jobs.reload();
+        }
         let mut projects = Vec::new();
         for (name, p) in &self.state.projects {
             let good = generations::last_good(&self.root, name, None)
@@ -1131,12 +1136,16 @@ impl Worker {
                         .iter()
                         .filter(|f| matches!(f.actual.state, RunState::Running))
                         .count() as u32;
-                    let state = mine
-                        .iter()
-                        .map(|f| run_state_name(f.actual.state))
-                        .max_by_key(|s| state_rank(s))
-                        .unwrap_or("missing")
-                        .to_string();
+                    let state = if is_job(g, service) {
+                        // Its runs are in `dockmaster jobs`.
+                        "job"
+                    } else {
+                        mine.iter()
+                            .map(|f| run_state_name(f.actual.state))
+                            .max_by_key(|s| state_rank(s))
+                            .unwrap_or("missing")
+                    }
+                    .to_string();
                     let health = mine.iter().find_map(|f| match &f.observed {
                         crate::runtime::container::Observed::Live(s) => {
                             s.health.as_ref().map(|h| h.status.as_str().to_string())
@@ -1260,7 +1269,18 @@ fn service_json<'a>(g: &'a Generation, service: &str) -> Option<&'a serde_json::
     g.project.get("services")?.get(service)
 }
 
+/// A scheduled job (`x-dockmaster.schedule`): no container is kept running for it.
+fn is_job(g: &Generation, service: &str) -> bool {
+    service_json(g, service)
+        .and_then(|s| s.get("x-dockmaster"))
+        .and_then(|x| x.get("schedule"))
+        .is_some()
+}
+
 fn replicas(g: &Generation, service: &str) -> u32 {
+    if is_job(g, service) {
+        return 0;
+    }
     service_json(g, service)
         .and_then(|s| s.get("deploy"))
         .and_then(|d| d.get("replicas"))

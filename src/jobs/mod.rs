@@ -15,6 +15,7 @@ pub mod history;
 pub mod runner;
 pub mod scheduler;
 pub mod spec;
+pub mod worker;
 
 use serde::{Deserialize, Serialize};
 
