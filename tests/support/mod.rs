@@ -12,6 +12,7 @@
 //! Each test binary includes this with `mod support;` and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod agent;
 pub mod containers;
 pub mod env;
 pub mod fixtures;
