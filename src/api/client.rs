@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::agent::status::{AgentStatus, Event, HistoryEntry};
 use crate::error::{Categorized, Category};
+use crate::jobs::{JobInfo, RunRecord};
 
 /// Longest status line plus headers.
 pub const HEAD_MAX: usize = 64 << 10;
@@ -436,6 +437,44 @@ impl AdminClient {
         Ok(())
     }
 
+    /// Every job the agent schedules, with its next fire time and latest runs.
+    pub fn jobs(&self) -> Result<Vec<JobInfo>, ClientError> {
+        self.get_json("/v1/jobs", "jobs")
+    }
+
+    /// The runs the agent keeps of `project/service`, oldest first.
+    pub fn job_runs(&self, project: &str, service: &str) -> Result<Vec<RunRecord>, ClientError> {
+        let target = format!(
+            "/v1/jobs/{}/{}/runs",
+            query_escape(project),
+            query_escape(service)
+        );
+        self.get_json(&target, "job runs")
+    }
+
+    /// Starts a run of `project/service` now; returns its sequence number. A job that does
+    /// not exist is a 404 [`ClientError::Status`], a run refused by `concurrency: forbid` a
+    /// 409.
+    pub fn run_job(&self, project: &str, service: &str) -> Result<u64, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Started {
+            run: u64,
+        }
+        let target = format!(
+            "/v1/jobs/{}/{}/run",
+            query_escape(project),
+            query_escape(service)
+        );
+        let (_, reader) = self.call("POST", &target, None, Some(IO_TIMEOUT))?;
+        let body = read_body_limited(reader, 64 << 10).map_err(|e| self.io_error(e))?;
+        let started: Started =
+            serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
+                what: "job run",
+                source,
+            })?;
+        Ok(started.run)
+    }
+
     /// Calls `each` for every event: the agent's recent ones, then (with `follow`) each new
     /// one until the agent closes the stream. `each` returning false stops early.
     pub fn events(
@@ -466,7 +505,8 @@ impl AdminClient {
     }
 }
 
-/// Percent-encodes a query value.
+/// Percent-encodes a query value or a path segment (everything but the unreserved
+/// characters, so `/` cannot split a segment).
 fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

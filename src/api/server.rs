@@ -529,15 +529,14 @@ pub fn job_name_problem(what: &str, name: &str) -> Option<String> {
     }
 }
 
-/// The `{project}/{service}` of a jobs path, or the 400 answer.
+/// The `{project}/{service}` of a jobs path, or why it is refused (a 400).
 fn job_path(
     path: Result<UrlPath<(String, String)>, PathRejection>,
-) -> Result<(String, String), Response> {
-    let UrlPath((project, service)) =
-        path.map_err(|e| text(StatusCode::BAD_REQUEST, e.body_text()))?;
+) -> Result<(String, String), String> {
+    let UrlPath((project, service)) = path.map_err(|e| e.body_text())?;
     for (what, name) in [("project", &project), ("service", &service)] {
         if let Some(problem) = job_name_problem(what, name) {
-            return Err(text(StatusCode::BAD_REQUEST, problem));
+            return Err(problem);
         }
     }
     Ok((project, service))
@@ -572,7 +571,7 @@ async fn v1_job_runs(
 ) -> Response {
     let (project, service) = match job_path(path) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
     match with_jobs(&state, move |jobs| jobs.history(&project, &service)).await {
         Ok(Ok(runs)) => json(&runs),
@@ -587,7 +586,7 @@ async fn v1_job_run(
 ) -> Response {
     let (project, service) = match job_path(path) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
     match with_jobs(&state, move |jobs| jobs.run_now(&project, &service)).await {
         Ok(Ok(seq)) => (
