@@ -6,6 +6,7 @@ pub mod container;
 pub mod debug;
 pub mod deploy;
 pub mod image;
+pub mod jobs;
 pub mod network;
 pub mod oci;
 pub mod project;
@@ -107,6 +108,11 @@ pub enum Command {
     /// Check cron expressions: `schedule next SPEC` prints the next fire times.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// List the scheduled jobs of every deployed project: next run, last result.
+    Jobs(jobs::JobsArgs),
+    /// Run a job now, or show a job's runs and their output.
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -142,6 +148,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sync(a) => admin::sync(&cli.root, &config()?, a),
         Command::Events(a) => admin::events(&cli.root, &config()?, a),
         Command::Schedule(cmd) => schedule::run(cmd),
+        Command::Jobs(a) => jobs::jobs(&cli.root, a),
+        Command::Job(cmd) => jobs::job(&cli.root, cli.config.as_deref(), cmd),
         Command::Netd => crate::network::netd::run(&cli.root)
             .map(|()| 0)
             .map_err(Into::into),
