@@ -489,3 +489,167 @@ services:
         assert_eq!(p.host.inspect(name)["State"]["Status"], "running", "{name}");
     }
 }
+
+const JOBS: &str = r#"
+name: shop
+services:
+  app:
+    image: localhost/busybox:test
+    command: ["sleep", "1000"]
+  backup:
+    image: localhost/busybox:test
+    command: ["sh", "-c", "echo backed up > /data/last"]
+    volumes: [data:/data]
+    x-dockmaster: {schedule: "0 3 * * *"}
+volumes:
+  data: {}
+"#;
+
+/// The project's generations, oldest first.
+fn generations(p: &Project) -> Vec<dockmaster::reconcile::generations::Generation> {
+    dockmaster::reconcile::generations::list(&p.host.root.root(), "shop").unwrap()
+}
+
+fn schedule_of(g: &dockmaster::reconcile::generations::Generation, service: &str) -> String {
+    g.services[service].inputs.spec["x-dockmaster"]["schedule"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn jobs_are_planned_and_recorded_but_not_kept_running() {
+    use dockmaster::reconcile::generations::Status;
+    let p = Project::new(JOBS, "x");
+    let plan = p.dm(&["plan"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    let out = String::from_utf8_lossy(&plan.stdout);
+    assert!(out.contains("  + job backup: new job\n"), "{out}");
+    assert!(out.contains("+ app #1: new service"), "{out}");
+    // A run needs the job's volume: it is created with the project.
+    assert!(out.contains("+ volume shop_data"), "{out}");
+    assert!(!out.contains("backup #"), "{out}");
+
+    // Only the long-running service gets a container; the generation records the job with
+    // its pinned image for the scheduler.
+    let applied = p.apply();
+    assert!(applied.status.success(), "{}", text(&applied));
+    assert!(
+        String::from_utf8_lossy(&applied.stderr).contains("scheduling job backup (new job)"),
+        "{}",
+        text(&applied)
+    );
+    let first = p.ids();
+    assert_eq!(
+        first.keys().collect::<Vec<_>>(),
+        ["shop-app-1"],
+        "{first:?}"
+    );
+    let gens = generations(&p);
+    assert_eq!(gens.len(), 1);
+    assert_eq!(gens[0].status, Status::Good);
+    assert_eq!(schedule_of(&gens[0], "backup"), "0 3 * * *");
+    assert!(gens[0].services.contains_key("app"));
+    let pinned = gens[0].project["services"]["backup"]["image"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(pinned.contains("@sha256:"), "{pinned}");
+    assert!(p.host.root.root().join("volumes/shop_data").exists());
+
+    // Nothing changed: nothing to do, no new generation.
+    let plan = p.dm(&["plan"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    let again = p.apply();
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("no changes"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(generations(&p).len(), 1);
+
+    // A run of the job (as the scheduler starts them) is not a replica of the service: the
+    // plan does not see it.
+    p.host.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "shop-backup-run-1",
+        "--label",
+        "com.docker.compose.project=shop",
+        "--label",
+        "com.docker.compose.service=backup",
+        "--label",
+        "com.docker.compose.container-number=1",
+        "--label",
+        "dockmaster.job.run=1",
+        "localhost/busybox:test",
+        "sleep",
+        "1000",
+    ]);
+    let plan = p.dm(&["plan"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+
+    // Only the schedule changes: the job is scheduled again, the service is left alone.
+    write(
+        &p.dir,
+        "compose.yaml",
+        &JOBS.replace("0 3 * * *", "*/5 * * * *"),
+    );
+    let plan = p.dm(&["plan"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    let out = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        out.contains("project shop: 1 change\n  ~ job backup: x-dockmaster.schedule changed\n"),
+        "{out}"
+    );
+    let applied = p.apply();
+    assert!(applied.status.success(), "{}", text(&applied));
+    assert_eq!(p.ids()["shop-app-1"], first["shop-app-1"]);
+    let gens = generations(&p);
+    assert_eq!(gens.len(), 2);
+    assert_eq!(gens[1].status, Status::Good);
+    assert_eq!(schedule_of(&gens[1], "backup"), "*/5 * * * *");
+
+    // The long-running service becomes a job: its container goes.
+    let both = JOBS.replace("0 3 * * *", "*/5 * * * *").replace(
+        r#"command: ["sleep", "1000"]"#,
+        "command: [\"sleep\", \"1000\"]\n    x-dockmaster: {schedule: \"@hourly\"}",
+    );
+    write(&p.dir, "compose.yaml", &both);
+    let plan = p.dm(&["plan"]);
+    let out = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        out.contains("- app (shop-app-1): is a job now: runs at its schedule, not kept running\n")
+            && out.contains("+ job app: new job\n"),
+        "{out}"
+    );
+    let applied = p.apply();
+    assert!(applied.status.success(), "{}", text(&applied));
+    assert!(!p.ids().contains_key("shop-app-1"), "{:?}", p.ids());
+
+    // The job is removed from the project.
+    let only_app = "name: shop\nservices:\n  app:\n    image: localhost/busybox:test\n    command: [\"sleep\", \"1000\"]\n    x-dockmaster: {schedule: \"@hourly\"}\n";
+    write(&p.dir, "compose.yaml", only_app);
+    let plan = p.dm(&["plan"]);
+    let out = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        out.contains(
+            "project shop: 1 change\n  - job backup: service is no longer in the project\n"
+        ),
+        "{out}"
+    );
+    let applied = p.apply();
+    assert!(applied.status.success(), "{}", text(&applied));
+    let gens = generations(&p);
+    let last = gens.last().unwrap();
+    assert_eq!(last.status, Status::Good);
+    assert_eq!(last.services.keys().collect::<Vec<_>>(), ["app"]);
+
+    // down also takes the job's runs.
+    let down = p.host.run(&["down", "shop"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(p.ids().is_empty(), "{:?}", p.ids());
+}
