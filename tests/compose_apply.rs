@@ -612,6 +612,15 @@ fn jobs_are_planned_and_recorded_but_not_kept_running() {
     assert_eq!(gens.len(), 2);
     assert_eq!(gens[1].status, Status::Good);
     assert_eq!(schedule_of(&gens[1], "backup"), "*/5 * * * *");
+    // A drift check plans against that same good generation: no job steps (and the job run
+    // is no drift either).
+    let drift = dockmaster::reconcile::apply::restore_plan(
+        &p.host.root.root(),
+        &dockmaster::config::AgentConfig::default(),
+        &gens[1],
+    )
+    .unwrap();
+    assert!(drift.is_empty(), "{drift}");
 
     // The long-running service becomes a job: its container goes.
     let both = JOBS.replace("0 3 * * *", "*/5 * * * *").replace(
