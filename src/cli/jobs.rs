@@ -36,9 +36,10 @@ pub struct JobsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
-    /// Run a job now (a manual trigger; the job's concurrency policy applies). Waits for the
-    /// run, prints its output and exits with its exit code. Without a running agent the run
-    /// happens in this process.
+    /// Run a job now (a manual trigger; the job's concurrency policy applies).
+    ///
+    /// Waits for the run, prints its output and exits with its exit code (like `docker
+    /// compose run`). Without a running agent the run happens in this process.
     Run(RunArgs),
     /// Show the runs kept of a job.
     History(HistoryArgs),
@@ -260,8 +261,13 @@ fn run_here(
     project: &str,
     service: &str,
 ) -> anyhow::Result<i32> {
-    eprintln!("dockmaster: no agent is running; running {project}/{service} in this process");
+    // Said once the run starts (a name that is not a job fails first, without it).
+    let mut told = false;
     let record = crate::jobs::runner::run_local(root, config, project, service, &mut |line| {
+        if !told {
+            told = true;
+            eprintln!("dockmaster: no agent is running; the run happens in this process");
+        }
         eprintln!("dockmaster: {line}")
     })?;
     finish(root, &record)
