@@ -16,7 +16,11 @@ use dockmaster::agent::status::{
     AgentStatus, ErrorRecord, Event, HistoryEntry, ProjectStatus, ServiceStatus, SourceStatus,
     Trigger,
 };
+use dockmaster::api::client::{AdminClient, ClientError};
 use dockmaster::api::{AdminSocket, ApiError, ApiState, EventHub, WebhookSecrets};
+use dockmaster::jobs::{
+    Concurrency, JobDir, JobInfo, RunNowError, RunRecord, RunResult, Trigger as JobTrigger,
+};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::{mpsc, watch};
@@ -117,11 +121,19 @@ struct Harness {
     metrics_calls: Arc<Mutex<u32>>,
     stop: watch::Sender<bool>,
     servers: Vec<tokio::task::JoinHandle<Result<(), ApiError>>>,
+    /// The stand-in scheduler, when the state has one.
+    jobs: Option<Arc<FakeJobs>>,
 }
 
 impl Harness {
     fn start(webhook: WebhookSecrets) -> Harness {
+        Harness::start_with(webhook, false)
+    }
+
+    /// With `jobs`, the state has a [`FakeJobs`] writing its runs under the harness's root.
+    fn start_with(webhook: WebhookSecrets, jobs: bool) -> Harness {
         let root = TempRoot::new();
+        let fake_jobs = jobs.then(|| Arc::new(FakeJobs::new(root.root())));
         let socket = root.root().join("agent.sock");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -155,7 +167,9 @@ impl Harness {
             webhook,
             api_token: Some(API_TOKEN.into()),
             on_webhook: Arc::new(move |label| results.lock().unwrap().push(label.to_string())),
-            jobs: None,
+            jobs: fake_jobs
+                .clone()
+                .map(|j| j as Arc<dyn dockmaster::jobs::JobsControl>),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let shutdown = move || {
@@ -204,6 +218,7 @@ impl Harness {
             metrics_calls,
             stop: stop_tx,
             servers,
+            jobs: fake_jobs,
         }
     }
 
@@ -836,4 +851,388 @@ fn admin_api_on_tcp_needs_the_bearer_token() {
         matches!(err, Err(ApiError::TcpWithoutToken { .. })),
         "{err:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Jobs
+
+/// A stand-in scheduler that records every call. `shop/backup` is a job whose manual runs
+/// are written under the root the way the agent writes them (running first, finished a
+/// moment later with exit code 3 and a log); `shop/busy` is refused by its concurrency
+/// policy, `shop/down` answers that the scheduler is stopping, anything else is not a job.
+struct FakeJobs {
+    root: PathBuf,
+    calls: Mutex<Vec<String>>,
+    next_seq: std::sync::atomic::AtomicU64,
+}
+
+/// How long a fake run stays running.
+const FAKE_RUN: Duration = Duration::from_millis(600);
+
+fn job_info(service: &str, last_run: Option<RunRecord>) -> JobInfo {
+    JobInfo {
+        project: "shop".into(),
+        service: service.into(),
+        schedule: "0 3 * * *".into(),
+        time_zone: "Europe/Berlin".into(),
+        concurrency: Concurrency::Forbid,
+        timeout: Some("10m".into()),
+        generation: 4,
+        next_run: Some("2024-05-02T03:00:00+02:00".into()),
+        running: vec![],
+        last_run,
+    }
+}
+
+fn fake_run(seq: u64, result: RunResult, exit_code: Option<i32>) -> RunRecord {
+    let started = std::time::UNIX_EPOCH + Duration::from_secs(1_714_525_200 + seq);
+    RunRecord {
+        seq,
+        project: "shop".into(),
+        service: "backup".into(),
+        trigger: if seq < 8 {
+            JobTrigger::Schedule
+        } else {
+            JobTrigger::Manual
+        },
+        scheduled_for: (seq < 8).then_some(started),
+        attempt: 1,
+        generation: 4,
+        container: Some(format!("shop-backup-run-{seq}")),
+        container_id: None,
+        started,
+        finished: (result != RunResult::Running).then(|| started + Duration::from_secs(2)),
+        result,
+        exit_code,
+        error: None,
+    }
+}
+
+fn sample_jobs() -> Vec<JobInfo> {
+    vec![
+        job_info("backup", Some(fake_run(7, RunResult::Succeeded, Some(0)))),
+        job_info("report", None),
+    ]
+}
+
+fn sample_runs() -> Vec<RunRecord> {
+    vec![
+        fake_run(6, RunResult::Failed, Some(1)),
+        fake_run(7, RunResult::Succeeded, Some(0)),
+    ]
+}
+
+impl FakeJobs {
+    fn new(root: PathBuf) -> FakeJobs {
+        FakeJobs {
+            root,
+            calls: Mutex::new(Vec::new()),
+            next_seq: 8.into(),
+        }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+
+    fn not_found(project: &str, service: &str) -> RunNowError {
+        RunNowError::NotFound {
+            project: project.into(),
+            service: service.into(),
+        }
+    }
+}
+
+impl dockmaster::jobs::JobsControl for FakeJobs {
+    fn list(&self) -> Vec<JobInfo> {
+        self.calls.lock().unwrap().push("list".into());
+        sample_jobs()
+    }
+
+    fn history(&self, project: &str, service: &str) -> Result<Vec<RunRecord>, RunNowError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("history {project}/{service}"));
+        match (project, service) {
+            ("shop", "backup") => Ok(sample_runs()),
+            ("shop", "report") => Ok(vec![]),
+            _ => Err(FakeJobs::not_found(project, service)),
+        }
+    }
+
+    fn run_now(&self, project: &str, service: &str) -> Result<u64, RunNowError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("run {project}/{service}"));
+        match (project, service) {
+            ("shop", "backup") => {
+                let seq = self
+                    .next_seq
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let dir = JobDir::new(&self.root, project, service);
+                dir.save(&fake_run(seq, RunResult::Running, None)).unwrap();
+                std::thread::spawn(move || {
+                    std::thread::sleep(FAKE_RUN);
+                    let log = [
+                        ("stdout", "dumping shop\n"),
+                        ("stderr", "disk almost full\n"),
+                    ]
+                    .map(|(stream, text)| {
+                        serde_json::json!({
+                            "log": text, "stream": stream, "time": "2024-05-01T01:00:09Z"
+                        })
+                        .to_string()
+                            + "\n"
+                    })
+                    .concat();
+                    std::fs::write(dir.log_path(seq), log).unwrap();
+                    dir.save(&fake_run(seq, RunResult::Failed, Some(3)))
+                        .unwrap();
+                });
+                Ok(seq)
+            }
+            ("shop", "busy") => Err(RunNowError::Busy {
+                project: project.into(),
+                service: service.into(),
+                seq: 4,
+            }),
+            ("shop", "down") => Err(RunNowError::Unavailable("the scheduler is stopping".into())),
+            _ => Err(FakeJobs::not_found(project, service)),
+        }
+    }
+}
+
+#[test]
+fn jobs_routes_map_the_scheduler() {
+    let h = Harness::start_with(secrets(), true);
+    let jobs = h.jobs.clone().unwrap();
+    let c = http();
+    let admin = h.admin_tcp;
+    let bearer = format!("Bearer {API_TOKEN}");
+    let get = |p: &str| {
+        c.get(format!("http://{admin}{p}"))
+            .header("Authorization", &bearer)
+            .send()
+            .unwrap()
+    };
+    let post = |p: &str| {
+        c.post(format!("http://{admin}{p}"))
+            .header("Authorization", &bearer)
+            .send()
+            .unwrap()
+    };
+
+    let r = get("/v1/jobs");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(
+        serde_json::from_str::<Vec<JobInfo>>(&r.text().unwrap()).unwrap(),
+        sample_jobs()
+    );
+    let r = get("/v1/jobs/shop/backup/runs");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        serde_json::from_str::<Vec<RunRecord>>(&r.text().unwrap()).unwrap(),
+        sample_runs()
+    );
+    let r = get("/v1/jobs/shop/nope/runs");
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.text().unwrap(),
+        "shop/nope is not a job of a deployed project (see `dockmaster jobs`)\n"
+    );
+
+    let r = post("/v1/jobs/shop/backup/run");
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&r.text().unwrap()).unwrap(),
+        serde_json::json!({"run": 8})
+    );
+    let r = post("/v1/jobs/shop/busy/run");
+    assert_eq!(r.status(), 409);
+    assert_eq!(
+        r.text().unwrap(),
+        "shop/busy: run 4 is still running and the job's concurrency is forbid\n"
+    );
+    let r = post("/v1/jobs/shop/down/run");
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.text().unwrap(), "the scheduler is stopping\n");
+    assert_eq!(post("/v1/jobs/other/backup/run").status(), 404);
+    // Percent-encoded names arrive decoded.
+    assert_eq!(get("/v1/jobs/sh%6Fp/backup/runs").status(), 200);
+    assert_eq!(
+        jobs.calls(),
+        [
+            "list",
+            "history shop/backup",
+            "history shop/nope",
+            "run shop/backup",
+            "run shop/busy",
+            "run shop/down",
+            "run other/backup",
+            "history shop/backup",
+        ]
+    );
+
+    // Names that could leave a directory, or are too long, never reach the scheduler.
+    let long = "x".repeat(dockmaster::api::server::JOB_NAME_MAX + 1);
+    for path in [
+        "/v1/jobs/shop/a%2Fb/runs".to_string(),
+        format!("/v1/jobs/shop/{long}/runs"),
+        "/v1/jobs/shop/%00/runs".to_string(),
+        "/v1/jobs/shop/%0A/runs".to_string(),
+    ] {
+        assert_eq!(get(&path).status(), 400, "{path}");
+        let run = path.trim_end_matches("/runs").to_string() + "/run";
+        assert_eq!(post(&run).status(), 400, "{run}");
+    }
+    let r = post("/v1/jobs/shop/a%2Fb/run");
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.text().unwrap(), "invalid service name \"a/b\"\n");
+    assert_eq!(
+        post(&format!("/v1/jobs/{long}/backup/run")).text().unwrap(),
+        "project name longer than 255 bytes\n"
+    );
+    // Only their methods; the TCP API still wants its token.
+    assert_eq!(post("/v1/jobs").status(), 405);
+    assert_eq!(get("/v1/jobs/shop/backup/run").status(), 405);
+    assert_eq!(
+        c.post(format!("http://{admin}/v1/jobs/shop/backup/run"))
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+    assert!(jobs.calls().is_empty());
+
+    // The client over the unix socket.
+    let client = AdminClient::new(&h.socket);
+    assert_eq!(client.jobs().unwrap(), sample_jobs());
+    assert_eq!(client.job_runs("shop", "backup").unwrap(), sample_runs());
+    assert_eq!(client.job_runs("shop", "report").unwrap(), []);
+    assert_eq!(client.run_job("shop", "backup").unwrap(), 9);
+    match client.run_job("shop", "busy").unwrap_err() {
+        ClientError::Status {
+            status, message, ..
+        } => {
+            assert_eq!(status, 409);
+            assert!(message.contains("run 4 is still running"), "{message}");
+        }
+        e => panic!("{e}"),
+    }
+    match client.job_runs("shop", "nope").unwrap_err() {
+        ClientError::Status { status, .. } => assert_eq!(status, 404),
+        e => panic!("{e}"),
+    }
+    // Names are escaped as path segments: a `/` inside one is refused, not split; `..`
+    // (sent as is: dots are unreserved) is refused too.
+    for (project, service) in [("shop", "a/b"), ("..", "backup"), ("shop", ".")] {
+        match client.job_runs(project, service).unwrap_err() {
+            ClientError::Status { status, .. } => assert_eq!(status, 400, "{project}/{service}"),
+            e => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        jobs.calls(),
+        [
+            "list",
+            "history shop/backup",
+            "history shop/report",
+            "run shop/backup",
+            "run shop/busy",
+            "history shop/nope",
+        ]
+    );
+}
+
+#[test]
+fn jobs_routes_without_a_scheduler() {
+    let h = Harness::start(secrets());
+    let client = AdminClient::new(&h.socket);
+    let unavailable = |e: ClientError| match e {
+        ClientError::Status {
+            status, message, ..
+        } => assert_eq!((status, message.as_str()), (503, "jobs are not available")),
+        e => panic!("{e}"),
+    };
+    unavailable(client.jobs().unwrap_err());
+    unavailable(client.job_runs("shop", "backup").unwrap_err());
+    unavailable(client.run_job("shop", "backup").unwrap_err());
+    // A bad name is still a bad request.
+    match client.run_job("..", "backup").unwrap_err() {
+        ClientError::Status { status, .. } => assert_eq!(status, 400),
+        e => panic!("{e}"),
+    }
+    // The CLI passes the agent's answer on.
+    let out = h
+        .cli()
+        .args(["job", "run", "shop/backup"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("503 jobs are not available"), "{stderr}");
+}
+
+#[test]
+fn cli_job_run_through_the_agent() {
+    let h = Harness::start_with(secrets(), true);
+    let jobs = h.jobs.clone().unwrap();
+    // --detach: the run's number, at once.
+    let out = output_ok(h.cli().args(["job", "run", "--detach", "shop/backup"]));
+    assert_eq!(out, "8\n");
+    // Waiting: the record turns finished a moment later; its log is printed on the
+    // streams it came from and the run's exit code is the command's.
+    let started = Instant::now();
+    let out = h
+        .cli()
+        .args(["job", "run", "shop/backup"])
+        .output()
+        .unwrap();
+    assert!(started.elapsed() >= FAKE_RUN, "it waited for the run");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "dumping shop\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("disk almost full\n"), "{stderr}");
+    assert!(
+        stderr.contains("dockmaster: run 9 of shop/backup: failed (exit code 3)"),
+        "{stderr}"
+    );
+    // The agent's refusals, in its words.
+    for (job, message) in [
+        (
+            "shop/busy",
+            "shop/busy: run 4 is still running and the job's concurrency is forbid",
+        ),
+        (
+            "shop/nope",
+            "shop/nope is not a job of a deployed project (see `dockmaster jobs`)",
+        ),
+    ] {
+        let out = h.cli().args(["job", "run", job]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("dockmaster: {message}\n")
+        );
+    }
+    assert_eq!(
+        jobs.calls(),
+        [
+            "run shop/backup",
+            "run shop/backup",
+            "run shop/busy",
+            "run shop/nope"
+        ]
+    );
+    // The runs were recorded where `job history` reads them.
+    let history = output_ok(
+        h.cli()
+            .args(["job", "history", "shop/backup", "--format", "json"]),
+    );
+    let runs: Vec<RunRecord> = serde_json::from_str(&history).unwrap();
+    assert_eq!(runs.iter().map(|r| r.seq).collect::<Vec<_>>(), [8, 9]);
 }

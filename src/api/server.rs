@@ -841,6 +841,19 @@ mod tests {
     }
 
     #[test]
+    fn job_names_from_paths() {
+        assert_eq!(job_name_problem("service", "backup-1.db_x"), None);
+        for bad in ["", ".", "..", "a/b", "a\nb", "\0"] {
+            assert!(job_name_problem("service", bad).is_some(), "{bad:?}");
+        }
+        assert_eq!(job_name_problem("project", &"p".repeat(JOB_NAME_MAX)), None);
+        assert_eq!(
+            job_name_problem("project", &"p".repeat(JOB_NAME_MAX + 1)).as_deref(),
+            Some("project name longer than 255 bytes")
+        );
+    }
+
+    #[test]
     fn bind_replaces_stale_refuses_live_and_non_sockets() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/agent.sock");
