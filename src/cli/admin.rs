@@ -123,7 +123,9 @@ pub fn events(root: &Path, config: &AgentConfig, args: EventsArgs) -> anyhow::Re
 
 /// Columns separated by two spaces, each as wide as its widest cell; the last column is not
 /// padded. Every line starts with `indent`.
-fn table(rows: &[Vec<String>], indent: &str) -> String {
+/// Columns separated by two spaces, each as wide as its widest cell; the last column is not
+/// padded.
+pub(crate) fn table(rows: &[Vec<String>], indent: &str) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0; columns];
     for row in rows {
@@ -147,7 +149,7 @@ fn table(rows: &[Vec<String>], indent: &str) -> String {
     out
 }
 
-fn or_dash(s: Option<&str>) -> String {
+pub(crate) fn or_dash(s: Option<&str>) -> String {
     match s {
         Some(s) if !s.is_empty() => one_line(s),
         _ => "-".into(),
@@ -155,7 +157,7 @@ fn or_dash(s: Option<&str>) -> String {
 }
 
 /// Errors can span lines; tables need one.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -187,7 +189,7 @@ fn short_digest(d: Option<&str>) -> String {
     }
 }
 
-fn duration_text(secs: u64) -> String {
+pub(crate) fn duration_text(secs: u64) -> String {
     match secs {
         0..=59 => format!("{secs}s"),
         60..=3599 => format!("{}m", secs / 60),

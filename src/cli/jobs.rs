@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 
-use super::admin::Format;
+use super::admin::{one_line, or_dash, Format};
 use crate::api::client::{AdminClient, ClientError};
 use crate::config::AgentConfig;
 use crate::jobs::catalog::{self, humantime_short, to_timestamp};
@@ -512,61 +512,14 @@ fn emit(rec: &LogRecord, timestamps: bool) -> std::io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Rendering (the same table shape as `status` and `history`)
 
-/// Columns separated by two spaces, each as wide as its widest cell; the last column is not
-/// padded.
 fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut widths = vec![0; columns];
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            line.push_str(cell);
-            if i + 1 < row.len() {
-                let pad = widths[i] - cell.chars().count() + 2;
-                line.extend(std::iter::repeat(' ').take(pad));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-fn or_dash(s: Option<&str>) -> String {
-    match s {
-        Some(s) if !s.is_empty() => one_line(s),
-        _ => "-".into(),
-    }
-}
-
-/// Errors can span lines; tables need one.
-fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
+    super::admin::table(rows, "")
 }
 
 /// `5m ago`, `1h2m ago`, `just now`.
 fn age(now: SystemTime, at: SystemTime) -> String {
     match now.duration_since(at) {
-        Ok(d) if d.as_secs() > 0 => {
-            let secs = d.as_secs();
-            let text = match secs {
-                0..=59 => format!("{secs}s"),
-                60..=3599 => format!("{}m", secs / 60),
-                3600..=86_399 => format!("{}h{}m", secs / 3600, secs % 3600 / 60),
-                _ => format!("{}d{}h", secs / 86_400, secs % 86_400 / 3600),
-            };
-            format!("{text} ago")
-        }
+        Ok(d) if d.as_secs() > 0 => format!("{} ago", super::admin::duration_text(d.as_secs())),
         _ => "just now".into(),
     }
 }
