@@ -61,6 +61,11 @@ fn a_job_runs_at_its_fire_times_and_keeps_history_logs_and_metrics() {
     x-dockmaster:
       schedule: "*/2 * * * * *"
       history: 3
+  by-hand:
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo run by hand; exit 7"]
+    network_mode: none
+    x-dockmaster: {{schedule: "@yearly"}}
 "#
     );
     let (repos, _work, c1) = fleet_repo("compose.yaml", &compose, "tick");
@@ -139,8 +144,40 @@ fn a_job_runs_at_its_fire_times_and_keeps_history_logs_and_metrics() {
         agent.metric("dockmaster_job_duration_seconds_count{project=\"cron\",service=\"tick\"}")
             >= 4.0
     );
-    // The agent explains each run in its log.
+    // The agent explains each run in its log and its event stream.
     assert!(agent.log().contains("starting run"), "{}", agent.log());
+    let events = host.ok(&["events"]);
+    assert!(events.contains("job tick: starting run"), "{events}");
+    assert!(events.contains("finished: succeeded"), "{events}");
+
+    // The commands: every job with its next run, the history, a manual run through the agent
+    // that waits, prints the run's output and exits with its code.
+    let jobs = host.ok(&["jobs", "--format", "json"]);
+    let jobs: Vec<serde_json::Value> = serde_json::from_str(&jobs).unwrap();
+    let names: Vec<_> = jobs
+        .iter()
+        .map(|j| j["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["by-hand", "tick"]);
+    assert_eq!(jobs[1]["schedule"], "*/2 * * * * *");
+    assert!(jobs[1]["next_run"].as_str().unwrap().starts_with("20"));
+    assert_eq!(jobs[1]["last_run"]["result"], "succeeded");
+    let table = host.ok(&["jobs"]);
+    assert!(table.contains("cron/tick"), "{table}");
+    let history = host.ok(&["job", "history", "cron/tick"]);
+    assert!(history.contains("succeeded"), "{history}");
+    let out = host.run(&["job", "run", "cron/by-hand"]);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("run by hand"),
+        "{out:?}"
+    );
+    let by_hand = finished(&host, "cron", "by-hand");
+    assert_eq!(by_hand.len(), 1);
+    assert_eq!(by_hand[0].trigger, Trigger::Manual);
+    assert_eq!(by_hand[0].result, RunResult::Failed);
+    let logs = host.ok(&["job", "logs", "cron/by-hand"]);
+    assert!(logs.contains("run by hand"), "{logs}");
 }
 
 #[test]

@@ -126,6 +126,20 @@ pub fn run(
         Arc::new(config.clone()),
         Some(metrics.clone()),
         Arc::new(crate::schedule::SystemClock),
+        Some({
+            let events = events.clone();
+            Box::new(
+                move |project: &str, service: &str, _problem: bool, message: String| {
+                    events.publish(status::Event {
+                        at_ms: worker::unix_ms(),
+                        kind: "job".into(),
+                        source: None,
+                        project: Some(project.to_string()),
+                        message: format!("job {service}: {message}"),
+                    })
+                },
+            )
+        }),
     )
     .context("start the jobs thread")?;
     let state = {

@@ -95,7 +95,7 @@ pub struct HistoryEntry {
 pub struct Event {
     /// Unix milliseconds.
     pub at_ms: u64,
-    /// sync | fetch | apply | rollback | drift | image-update | webhook | error | config
+    /// sync | fetch | apply | rollback | drift | image-update | webhook | error | config | job
     pub kind: String,
     pub source: Option<String>,
     pub project: Option<String>,

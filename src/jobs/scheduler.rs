@@ -93,11 +93,28 @@ fn add(t: Timestamp, d: Duration) -> Timestamp {
     t.checked_add(d).unwrap_or(Timestamp::MAX)
 }
 
+/// Told what the scheduler decides, for the agent's events: (project, service, is a
+/// problem, message).
+pub type EventFn = Box<dyn Fn(&str, &str, bool, String) + Send>;
+
+/// Logs a decision and tells the agent's event stream.
+fn say(events: &Option<EventFn>, key: &JobKey, problem: bool, message: String) {
+    if problem {
+        tracing::warn!(project = %key.0, job = %key.1, "{message}");
+    } else {
+        tracing::info!(project = %key.0, job = %key.1, "{message}");
+    }
+    if let Some(f) = events {
+        f(&key.0, &key.1, problem, message);
+    }
+}
+
 /// The jobs' timers and active runs.
 pub struct Scheduler<L: Launcher> {
     root: PathBuf,
     launcher: L,
     metrics: Option<Arc<Metrics>>,
+    events: Option<EventFn>,
     entries: BTreeMap<JobKey, Entry>,
     /// Whether the first reload (adoption, missed runs) happened.
     started: bool,
@@ -109,9 +126,16 @@ impl<L: Launcher> Scheduler<L> {
             root: root.to_path_buf(),
             launcher,
             metrics,
+            events: None,
             entries: BTreeMap::new(),
             started: false,
         }
+    }
+
+    /// Tells `events` about each decision (runs started, finished, skipped, retried).
+    pub fn with_events(mut self, events: EventFn) -> Scheduler<L> {
+        self.events = Some(events);
+        self
     }
 
     pub fn launcher(&mut self) -> &mut L {
@@ -150,7 +174,12 @@ impl<L: Launcher> Scheduler<L> {
             .cloned()
             .collect();
         for key in gone {
-            tracing::info!(project = %key.0, job = %key.1, "job removed: it no longer fires");
+            say(
+                &self.events,
+                &key,
+                false,
+                "job removed: it no longer fires".into(),
+            );
             self.entries.remove(&key);
             if let Some(m) = &self.metrics {
                 m.forget_job(&key.0, &key.1);
@@ -163,8 +192,16 @@ impl<L: Launcher> Scheduler<L> {
                 Some(e) => {
                     e.next_fire = job.spec.schedule.next_after(now);
                     e.retry = None;
-                    tracing::info!(project = %key.0, job = %key.1, generation = job.generation.number,
-                        next = %fmt_time(e.next_fire), "job definition changed");
+                    say(
+                        &self.events,
+                        &key,
+                        false,
+                        format!(
+                            "job definition changed (generation {}); next run {}",
+                            job.generation.number,
+                            fmt_time(e.next_fire)
+                        ),
+                    );
                     e.job = job;
                 }
                 None => self.add(job, now),
@@ -188,8 +225,16 @@ impl<L: Launcher> Scheduler<L> {
             }
         }
         let next_fire = job.spec.schedule.next_after(now);
-        tracing::info!(project = %key.0, job = %key.1, schedule = job.spec.schedule.as_str(),
-            next = %fmt_time(next_fire), "job scheduled");
+        say(
+            &self.events,
+            &key,
+            false,
+            format!(
+                "job scheduled ({}); next run {}",
+                job.spec.schedule.as_str(),
+                fmt_time(next_fire)
+            ),
+        );
         if let Some(m) = &self.metrics {
             m.job_known(&key.0, &key.1);
         }
@@ -219,8 +264,15 @@ impl<L: Launcher> Scheduler<L> {
                     }
                     let job = self.entries.get(&key).map(|e| &e.job);
                     if self.launcher.adopt(job, &record) {
-                        tracing::info!(project = %project, job = %service, run = record.seq,
-                            "watching a run started before the agent restarted");
+                        say(
+                            &self.events,
+                            &key,
+                            false,
+                            format!(
+                                "run {}: watching a run started before the agent restarted",
+                                record.seq
+                            ),
+                        );
                         if let Some(e) = self.entries.get_mut(&key) {
                             e.active.insert(
                                 record.seq,
@@ -238,8 +290,12 @@ impl<L: Launcher> Scheduler<L> {
                         "its container is gone (removed, or the host restarted while it ran)"
                             .to_string(),
                     );
-                    tracing::warn!(project = %project, job = %service, run = record.seq,
-                        "run lost: its container is gone");
+                    say(
+                        &self.events,
+                        &key,
+                        true,
+                        format!("run {}: lost, its container is gone", record.seq),
+                    );
                     if let Err(e) = dir.save(&record) {
                         tracing::warn!(project = %project, job = %service, "saving run: {e}");
                     }
@@ -275,8 +331,15 @@ impl<L: Launcher> Scheduler<L> {
                 from = t;
             }
             if let Some(t) = missed {
-                tracing::info!(project = %key.0, job = %key.1, missed = %fmt_time(Some(t)),
-                    "running a fire time missed while the agent was down");
+                say(
+                    &self.events,
+                    &key,
+                    false,
+                    format!(
+                        "running the fire time {} missed while the agent was down",
+                        fmt_time(Some(t))
+                    ),
+                );
                 self.fire(&key, Trigger::Missed, Some(t), now);
             }
         }
@@ -355,12 +418,24 @@ impl<L: Launcher> Scheduler<L> {
             }
         }
         if e.retry.take().is_some() {
-            tracing::info!(project = %key.0, job = %key.1, "pending retry dropped: the next run is due");
+            say(
+                &self.events,
+                key,
+                false,
+                "pending retry dropped: the next run is due".into(),
+            );
         }
         if e.job.spec.concurrency == Concurrency::Forbid && !e.active.is_empty() {
             let running: Vec<String> = e.active.keys().map(u64::to_string).collect();
-            tracing::warn!(project = %key.0, job = %key.1, running = %running.join(","),
-                "run skipped: the previous run is still going (concurrency: forbid)");
+            say(
+                &self.events,
+                key,
+                true,
+                format!(
+                    "run skipped: run {} is still going (concurrency: forbid)",
+                    running.join(", ")
+                ),
+            );
             if let Some(m) = &self.metrics {
                 m.job_run_skipped(&key.0, &key.1);
             }
@@ -380,8 +455,12 @@ impl<L: Launcher> Scheduler<L> {
         }
         let active: Vec<u64> = e.active.keys().copied().collect();
         for seq in active {
-            tracing::info!(project = %key.0, job = %key.1, run = seq,
-                "stopping the active run: a new one replaces it (concurrency: replace)");
+            say(
+                &self.events,
+                key,
+                false,
+                format!("run {seq}: stopping it, a new run replaces it (concurrency: replace)"),
+            );
             self.launcher.cancel(key, seq);
         }
     }
@@ -422,8 +501,15 @@ impl<L: Launcher> Scheduler<L> {
             tracing::error!(project = %key.0, job = %key.1, "saving run {seq}: {err}");
             return None;
         }
-        tracing::info!(project = %key.0, job = %key.1, run = seq, trigger = trigger.as_str(),
-            attempt, "starting run");
+        say(
+            &self.events,
+            key,
+            false,
+            format!(
+                "starting run {seq} ({}, attempt {attempt})",
+                trigger.as_str()
+            ),
+        );
         e.active.insert(
             seq,
             ActiveRun {
@@ -454,8 +540,17 @@ impl<L: Launcher> Scheduler<L> {
             return;
         };
         let run = e.active.remove(&f.seq);
-        tracing::info!(project = %key.0, job = %key.1, run = f.seq, result = f.result.as_str(),
-            duration_ms = f.duration.as_millis() as u64, "run finished");
+        say(
+            &self.events,
+            &key,
+            f.result.is_failure(),
+            format!(
+                "run {} finished: {} after {:.1}s",
+                f.seq,
+                f.result.as_str(),
+                f.duration.as_secs_f64()
+            ),
+        );
         // A timeout is not retried (a run that hung is likely to hang again), nor is a
         // replaced run (its successor is running).
         let retryable = matches!(f.result, RunResult::Failed | RunResult::Lost);
@@ -463,10 +558,23 @@ impl<L: Launcher> Scheduler<L> {
             if e.job.spec.retry.allows_after(run.attempt) {
                 let at = add(now, retry_delay(run.attempt));
                 if e.next_fire.is_some_and(|n| n <= at) {
-                    tracing::info!(project = %key.0, job = %key.1, "no retry: the next run is due first");
+                    say(
+                        &self.events,
+                        &key,
+                        false,
+                        "no retry: the next run is due first".into(),
+                    );
                 } else {
-                    tracing::info!(project = %key.0, job = %key.1, attempt = run.attempt + 1,
-                        at = %fmt_time(Some(at)), "retrying the failed run (restart policy)");
+                    say(
+                        &self.events,
+                        &key,
+                        false,
+                        format!(
+                            "retrying the failed run at {} (attempt {}, restart policy)",
+                            fmt_time(Some(at)),
+                            run.attempt + 1
+                        ),
+                    );
                     e.retry = Some(PendingRetry {
                         at,
                         attempt: run.attempt + 1,

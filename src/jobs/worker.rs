@@ -14,7 +14,7 @@ use crate::schedule::{Clock, Timestamp};
 use super::catalog;
 use super::history::{JobDir, RunRecord};
 use super::runner::{self, ContainerLauncher};
-use super::scheduler::{Finished, Scheduler};
+use super::scheduler::{EventFn, Finished, Scheduler};
 use super::{JobInfo, JobsControl, RunNowError};
 
 /// Projects applied by hand (`dockmaster apply`) are noticed within this long.
@@ -101,6 +101,7 @@ pub fn spawn(
     config: Arc<AgentConfig>,
     metrics: Option<Arc<Metrics>>,
     clock: Arc<dyn Clock>,
+    events: Option<EventFn>,
 ) -> std::io::Result<(JobsHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
     let handle = JobsHandle {
@@ -116,12 +117,11 @@ pub fn spawn(
                 let _ = tx.send(Message::Finished(f));
             };
             let launcher = ContainerLauncher::new(&root, config, Box::new(report));
-            run(
-                &root,
-                Scheduler::new(&root, launcher, metrics),
-                &rx,
-                &*clock,
-            );
+            let mut scheduler = Scheduler::new(&root, launcher, metrics);
+            if let Some(events) = events {
+                scheduler = scheduler.with_events(events);
+            }
+            run(&root, scheduler, &rx, &*clock);
         })?;
     Ok((handle, thread))
 }
