@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runtime benchmark, side by side in one run: `dockmaster run --rm --network none IMAGE
 # /bin/true` against `podman run --rm --network none IMAGE /bin/true` and `crun run` of a
-# bundle with the same spec, plus the memory of idle dockmaster shims (smaps_rollup).
+# bundle with the same spec, plus the memory of idle dockmaster shims (smaps_rollup). Also one
+# run of a scheduled job (`dockmaster job run jobs/tick` without an agent: the job's
+# generation loaded, its container created, started, waited for, its log kept in the history,
+# the container removed), which is what a Quadlet timer does with `podman run --rm`.
 # Prints markdown tables for docs/BENCHMARKS.md. Needs root; installs its peers from Debian's
 # packages. ROUNDS, RUNS (per round) and WARMUP set hyperfine's counts.
 #
@@ -101,6 +104,16 @@ for d in overlay@pm vfs@pmv; do
   in_ns "skopeo --policy $WORK/pm/policy.json copy -q oci:$WORK/img 'containers-storage:[${d%@*}@$WORK/${d#*@}/root+$WORK/${d#*@}/run]$IMAGE'"
 done
 $DM image export "$IMAGE" --output "$WORK/bundle/rootfs" >/dev/null
+mkdir -p "$WORK/jobs"
+cat > "$WORK/jobs/compose.yaml" <<YAML
+services:
+  tick:
+    image: $IMAGE
+    command: ["/bin/true"]
+    network_mode: none
+    x-dockmaster: {schedule: "@yearly", history: 3}
+YAML
+$DM apply "$WORK/jobs" --stabilization 0 >/dev/null
 
 # ---- idle shims: memory, and the spec that the crun bundle reuses -----------------------
 rollup() { # pid -> "rss pss private_clean private_dirty" in kB
@@ -123,11 +136,18 @@ MEM_B2=$(rollup "$B_PID")
 # as built is spec.json (bundle/config.json is libcontainer's copy without the seccomp profile,
 # which dockmaster loads from its compiled cache instead; crun compiles it at every start).
 python3 - "$WORK/dm/containers/$A/spec.json" "$WORK/bundle" "$CRUN_ID" <<'PY'
-import json, sys
+import json, shutil, sys
 c = json.load(open(sys.argv[1]))
 assert c["linux"].get("seccomp"), "the spec for crun must carry the seccomp profile"
 c["process"]["args"] = ["/bin/true"]
 c["root"] = {"path": sys.argv[2] + "/rootfs", "readonly": False}
+# The container's generated /etc/hosts, hostname and resolv.conf go with it: crun gets copies.
+cdir = sys.argv[1].rsplit("/", 1)[0] + "/"
+for m in c.get("mounts", []):
+    if m.get("source", "").startswith(cdir):
+        copy = sys.argv[2] + "/" + m["source"][len(cdir):].replace("/", "_")
+        shutil.copyfile(m["source"], copy)
+        m["source"] = copy
 c["linux"]["cgroupsPath"] = "/" + sys.argv[3]
 c.pop("annotations", None)
 json.dump(c, open(sys.argv[2] + "/config.json", "w"), indent=1)
@@ -142,6 +162,7 @@ HF="hyperfine -N --warmup $WARMUP --runs $RUNS --style basic"
 for r in $(seq "$ROUNDS"); do
   in_ns "$HF --export-json $WORK/ns-$r.json \
     -n dockmaster '$DM run --rm --network none $IMAGE /bin/true' \
+    -n 'dockmaster job run' '$DM job run jobs/tick' \
     -n podman '$PM $PM_RUN' \
     -n 'podman (vfs driver)' '$PMV $PM_RUN' \
     -n crun 'crun --root $WORK/crun-state run -b $WORK/bundle $CRUN_ID'" >&2
@@ -170,6 +191,8 @@ print()
 print(f"- podman / dockmaster: **{med['podman']/dm:.2f}×** (target ≥ 5×); "
       f"with podman's vfs driver {med['podman (vfs driver)']/dm:.2f}×")
 print(f"- dockmaster / crun: **{dm/med['crun']:.2f}×** (target ≤ 2×)")
+print(f"- one job run (`dockmaster job run`, history and log kept) against `podman run --rm`: "
+      f"podman / job run **{med['podman']/med['dockmaster job run']:.2f}×**")
 print()
 print("| idle shim (sleep 1000, smaps_rollup) | Private_Clean + Private_Dirty KiB | Private_Clean | Private_Dirty | RSS | PSS |")
 print("|---|---|---|---|---|---|")

@@ -21,8 +21,12 @@ use super::scheduler::{Finished, JobKey, Launcher};
 use super::spec::Concurrency;
 use super::{RunNowError, LABEL_JOB_RUN};
 
-/// How often a run's exit record is looked for (a file stat).
+/// How often a run's exit record is looked for (a file stat): often at first (most jobs
+/// are short, and the poll is their end's latency), then less.
+const POLL_FIRST: Duration = Duration::from_millis(5);
 const POLL: Duration = Duration::from_millis(50);
+/// How long the first, quick polling lasts.
+const QUICK: Duration = Duration::from_secs(2);
 /// How often its shim is asked (to notice a shim that died without an exit record).
 const ASK_SHIM: Duration = Duration::from_secs(2);
 
@@ -241,13 +245,15 @@ fn watch(
     let dir = JobDir::new(root, &record.project, &record.service);
     let deadline = timeout.map(|t| record.started + t);
     let mut stopped_for: Option<RunResult> = None;
-    let mut asked = Instant::now() - ASK_SHIM;
+    let watching = Instant::now();
+    // None: ask the shim at the next turn.
+    let mut asked: Option<Instant> = None;
     let (result, exit_code) = loop {
         if let Ok(Some(exit)) = ExitRecord::load(&paths.exit()) {
             break (None, Some(exit.exit_code));
         }
-        if asked.elapsed() >= ASK_SHIM {
-            asked = Instant::now();
+        if asked.is_none_or(|a| a.elapsed() >= ASK_SHIM) {
+            asked = Some(Instant::now());
             match observe(&paths, &container) {
                 Observed::Exited(e) => break (None, Some(e.exit_code)),
                 Observed::Live(s) if s.status == Status::Stopped => break (None, s.exit_code),
@@ -269,11 +275,15 @@ fn watch(
                 if let Err(e) = lifecycle::stop(&store, &container, grace) {
                     tracing::warn!(container = %container.name, "stopping the run: {e:#}");
                 }
-                asked = Instant::now() - ASK_SHIM;
+                asked = None;
                 continue;
             }
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(if watching.elapsed() < QUICK {
+            POLL_FIRST
+        } else {
+            POLL
+        });
     };
     record.exit_code = exit_code;
     record.result = match (stopped_for, result) {
