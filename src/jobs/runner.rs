@@ -252,7 +252,7 @@ fn watch(
         if let Ok(Some(exit)) = ExitRecord::load(&paths.exit()) {
             break (None, Some(exit.exit_code));
         }
-        if asked.is_none_or(|a| a.elapsed() >= ASK_SHIM) {
+        if asked.map_or(true, |a| a.elapsed() >= ASK_SHIM) {
             asked = Some(Instant::now());
             match observe(&paths, &container) {
                 Observed::Exited(e) => break (None, Some(e.exit_code)),
