@@ -98,6 +98,24 @@ pub fn clean_path(path: &Path) -> PathBuf {
     out
 }
 
+/// The files `<n>.json` of `dir` (`n` a decimal number, e.g. `00000012.json`) with their
+/// numbers, unordered; a missing directory has none.
+pub fn numbered_json_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let n = name.to_str()?.strip_suffix(".json")?.parse().ok()?;
+            Some((n, entry.path()))
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

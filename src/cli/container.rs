@@ -1090,6 +1090,29 @@ pub fn logs(root: &Path, args: LogsArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Prints one log record to the stream it came from (stdout or stderr), after `prefix` and its
+/// timestamp when asked; the line goes out whole.
+pub(crate) fn print_log_record(
+    rec: &crate::runtime::logs::LogRecord,
+    timestamps: bool,
+    prefix: &str,
+) -> std::io::Result<()> {
+    let mut line = String::from(prefix);
+    if timestamps {
+        line.push_str(&rec.time);
+        line.push(' ');
+    }
+    line.push_str(&rec.log);
+    match rec.stream {
+        Stream::Stdout => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(line.as_bytes())?;
+            stdout.flush()
+        }
+        Stream::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
+    }
+}
+
 /// Prints one container's log (its last `tail` records, then following with `-f`), each line
 /// after `prefix`. Lines go out whole, so readers of several logs interleave by line.
 fn print_log(
@@ -1099,21 +1122,8 @@ fn print_log(
     prefix: Option<&str>,
 ) -> anyhow::Result<()> {
     let reader = LogReader::open(paths.log())?;
-    let emit = |rec: crate::runtime::logs::LogRecord| -> std::io::Result<()> {
-        let mut line = String::from(prefix.unwrap_or_default());
-        if args.timestamps {
-            line.push_str(&rec.time);
-            line.push(' ');
-        }
-        line.push_str(&rec.log);
-        match rec.stream {
-            Stream::Stdout => {
-                let mut stdout = std::io::stdout().lock();
-                stdout.write_all(line.as_bytes())?;
-                stdout.flush()
-            }
-            Stream::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
-        }
+    let emit = |rec: crate::runtime::logs::LogRecord| {
+        print_log_record(&rec, args.timestamps, prefix.unwrap_or_default())
     };
     let snapshot: Vec<_> = match tail {
         None => reader.records().collect::<Result<_, _>>()?,

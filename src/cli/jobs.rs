@@ -3,7 +3,6 @@
 //! and `dockmaster job logs` (the runs kept on disk). Everything but `job run` reads the
 //! root directly, so it works without a running agent.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,7 +15,7 @@ use crate::config::AgentConfig;
 use crate::jobs::catalog::{self, humantime_short, to_timestamp};
 use crate::jobs::{split_job_name, JobDir, JobInfo, RunRecord, RunResult};
 use crate::runtime::container::ContainerStore;
-use crate::runtime::logs::{LogReader, LogRecord, Stream};
+use crate::runtime::logs::{LogReader, LogRecord};
 use crate::schedule::{format_rfc3339, TimeZone, Timestamp};
 
 /// How often `job run` looks at the run's record while it waits.
@@ -493,20 +492,7 @@ fn print_records(reader: &LogReader, tail: Option<usize>, timestamps: bool) -> a
 }
 
 fn emit(rec: &LogRecord, timestamps: bool) -> std::io::Result<()> {
-    let mut line = String::new();
-    if timestamps {
-        line.push_str(&rec.time);
-        line.push(' ');
-    }
-    line.push_str(&rec.log);
-    match rec.stream {
-        Stream::Stdout => {
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(line.as_bytes())?;
-            stdout.flush()
-        }
-        Stream::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
-    }
+    super::container::print_log_record(rec, timestamps, "")
 }
 
 // ---------------------------------------------------------------------------------------------

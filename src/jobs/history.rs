@@ -193,24 +193,13 @@ impl JobDir {
 
     /// Every readable run record, oldest first.
     pub fn list(&self) -> std::io::Result<Vec<RunRecord>> {
-        let entries = match std::fs::read_dir(self.runs()) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(format!("read {}", self.runs().display()))(e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
-                continue;
-            };
-            if stem.parse::<u64>().is_err() {
-                continue;
-            }
-            if let Some(r) = read_bounded(&entry.path()) {
-                out.push(r);
-            }
-        }
+        let runs = self.runs();
+        let files = crate::fsutil::numbered_json_files(&runs)
+            .map_err(io(format!("read {}", runs.display())))?;
+        let mut out: Vec<RunRecord> = files
+            .into_iter()
+            .filter_map(|(_, path)| read_bounded(&path))
+            .collect();
         out.sort_by_key(|r| r.seq);
         Ok(out)
     }

@@ -69,22 +69,12 @@ fn io_err(what: String) -> impl FnOnce(std::io::Error) -> ReconcileError {
 /// All generations of a project, oldest first (unreadable files are skipped).
 pub fn list(root: &Path, project: &str) -> Result<Vec<Generation>, ReconcileError> {
     let d = dir(root, project);
-    let entries = match std::fs::read_dir(&d) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(format!("read {}", d.display()))(e)),
-    };
+    let files = crate::fsutil::numbered_json_files(&d)
+        .map_err(|e| io_err(format!("read {}", d.display()))(e))?;
     let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
-            continue;
-        };
-        if stem.parse::<u64>().is_err() {
-            continue;
-        }
+    for (_, path) in files {
         // Bounded: a generation is a project description, not bulk data.
-        let Ok(bytes) = std::fs::read(entry.path()) else {
+        let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
         if bytes.len() > 64 << 20 {
