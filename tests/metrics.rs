@@ -64,6 +64,11 @@ fn touch_everything(m: &Metrics) {
     for r in WebhookResult::ALL {
         m.webhook_request(r);
     }
+    m.job_known("p", "backup");
+    let at = Duration::from_secs(1_700_000_000);
+    m.job_run_finished("p", "backup", "succeeded", Duration::from_secs(42), at);
+    m.job_run_finished("p", "backup", "timeout", Duration::from_secs(60), at);
+    m.job_run_skipped("p", "backup");
 }
 
 /// A family as docs/METRICS.md documents it.

@@ -1031,6 +1031,17 @@ mod tests {
             1.0
         );
 
+        m.job_known("shop", "backup");
+        m.job_run_finished(
+            "shop",
+            "backup",
+            "failed",
+            Duration::from_secs(3),
+            Duration::from_secs(1_700_000_000),
+        );
+        assert!(m.encode().contains(
+            r#"dockmaster_job_last_failure_timestamp_seconds{project="shop",service="backup"} 1700000000"#
+        ));
         m.forget_service("blog", "db");
         m.forget_project("shop");
         let text = m.encode();
