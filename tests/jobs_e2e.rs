@@ -66,6 +66,11 @@ fn a_job_runs_at_its_fire_times_and_keeps_history_logs_and_metrics() {
     command: ["sh", "-c", "echo run by hand; exit 7"]
     network_mode: none
     x-dockmaster: {{schedule: "@yearly"}}
+  slow:
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo first; sleep 2; echo second; exit 3"]
+    network_mode: none
+    x-dockmaster: {{schedule: "@yearly"}}
 "#
     );
     let (repos, _work, c1) = fleet_repo("compose.yaml", &compose, "tick");
@@ -158,10 +163,10 @@ fn a_job_runs_at_its_fire_times_and_keeps_history_logs_and_metrics() {
         .iter()
         .map(|j| j["service"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["by-hand", "tick"]);
-    assert_eq!(jobs[1]["schedule"], "*/2 * * * * *");
-    assert!(jobs[1]["next_run"].as_str().unwrap().starts_with("20"));
-    assert_eq!(jobs[1]["last_run"]["result"], "succeeded");
+    assert_eq!(names, ["by-hand", "slow", "tick"]);
+    assert_eq!(jobs[2]["schedule"], "*/2 * * * * *");
+    assert!(jobs[2]["next_run"].as_str().unwrap().starts_with("20"));
+    assert_eq!(jobs[2]["last_run"]["result"], "succeeded");
     let table = host.ok(&["jobs"]);
     assert!(table.contains("cron/tick"), "{table}");
     let history = host.ok(&["job", "history", "cron/tick"]);
@@ -178,6 +183,29 @@ fn a_job_runs_at_its_fire_times_and_keeps_history_logs_and_metrics() {
     assert_eq!(by_hand[0].result, RunResult::Failed);
     let logs = host.ok(&["job", "logs", "cron/by-hand"]);
     assert!(logs.contains("run by hand"), "{logs}");
+
+    // A waiting `job run` streams the output while the run goes, then exits with its code.
+    let mut child = host
+        .cmd(&["job", "run", "cron/slow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "first\n");
+    let slow = runs(&host, "cron", "slow");
+    assert_eq!(slow.len(), 1);
+    assert_eq!(
+        slow[0].result,
+        RunResult::Running,
+        "the first line came before the end"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "second\n");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
 }
 
 #[test]

@@ -194,8 +194,13 @@ fn run(root: &Path, config: &AgentConfig, args: RunArgs) -> anyhow::Result<i32> 
             Ok(0)
         }
         Ok(seq) => {
+            let streamed = stream_run(root, project, service, seq);
             let record = wait_for_run(root, &client, project, service, seq)?;
-            finish(root, &record)
+            if streamed {
+                finish_quietly(&record)
+            } else {
+                finish(root, &record)
+            }
         }
         Err(e @ ClientError::NotRunning { .. }) => {
             if args.detach {
@@ -253,6 +258,61 @@ fn wait_for_run(
     }
 }
 
+/// Prints the output of run `seq` while it runs, from its container's live log (the agent
+/// keeps the run's own copy only when it ends). False when the run was over, or its
+/// container never showed up, before anything could be followed: the kept log is printed then.
+fn stream_run(root: &Path, project: &str, service: &str, seq: u64) -> bool {
+    let dir = JobDir::new(root, project, service);
+    let deadline = Instant::now() + RECORD_APPEARS;
+    let id = loop {
+        match dir.load(seq) {
+            Some(r) if r.result != RunResult::Running => return false,
+            Some(r) => {
+                if let Some(id) = r
+                    .container_id
+                    .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()))
+                {
+                    break id;
+                }
+            }
+            None => {}
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    };
+    let paths = ContainerStore::new(root).paths(&id);
+    let Ok(reader) = LogReader::open(paths.log()) else {
+        return false;
+    };
+    if print_records(&reader, None, false).is_err() {
+        return false;
+    }
+    let (exit, container_dir) = (paths.exit(), paths.dir.clone());
+    // Ends once the container has exited (or was removed) and everything is read.
+    let follow = reader.follow(Duration::from_millis(20), move || {
+        exit.exists() || !container_dir.exists()
+    });
+    for rec in follow {
+        match rec {
+            Ok(rec) => {
+                if emit(&rec, false).is_err() {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    true
+}
+
+/// The run's exit code after its output was streamed; why it failed on stderr.
+fn finish_quietly(record: &RunRecord) -> anyhow::Result<i32> {
+    report_failure(record);
+    Ok(exit_code_of(record))
+}
+
 /// The run in this process, when no agent answers.
 fn run_here(
     root: &Path,
@@ -276,31 +336,42 @@ fn run_here(
 fn finish(root: &Path, record: &RunRecord) -> anyhow::Result<i32> {
     let log = JobDir::new(root, &record.project, &record.service).log_path(record.seq);
     print_records(&LogReader::open(&log)?, None, false)?;
-    if record.result != RunResult::Succeeded {
-        let why = record
-            .error
-            .as_deref()
-            .map(one_line)
-            .or_else(|| record.exit_code.map(|c| format!("exit code {c}")))
-            .unwrap_or_default();
-        eprintln!(
-            "dockmaster: run {} of {}/{}: {}{}",
-            record.seq,
-            record.project,
-            record.service,
-            record.result.as_str(),
-            if why.is_empty() {
-                String::new()
-            } else {
-                format!(" ({why})")
-            }
-        );
+    report_failure(record);
+    Ok(exit_code_of(record))
+}
+
+/// Says on stderr why a run did not succeed.
+fn report_failure(record: &RunRecord) {
+    if record.result == RunResult::Succeeded {
+        return;
     }
-    Ok(match record.exit_code {
+    let why = record
+        .error
+        .as_deref()
+        .map(one_line)
+        .or_else(|| record.exit_code.map(|c| format!("exit code {c}")))
+        .unwrap_or_default();
+    eprintln!(
+        "dockmaster: run {} of {}/{}: {}{}",
+        record.seq,
+        record.project,
+        record.service,
+        record.result.as_str(),
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({why})")
+        }
+    );
+}
+
+/// The process exit code for a run: its own, 1 when it failed without one.
+fn exit_code_of(record: &RunRecord) -> i32 {
+    match record.exit_code {
         Some(code) => process_code(code),
         None if record.result == RunResult::Succeeded => 0,
         None => 1,
-    })
+    }
 }
 
 /// An exit code as a process can return it (0..=255): a non-zero code never becomes 0.
