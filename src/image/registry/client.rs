@@ -297,21 +297,7 @@ impl RegistryClient {
         r: &Reference,
         accept: &str,
     ) -> Result<FetchedManifest, RegistryError> {
-        let ctx = Ctx {
-            ep,
-            repository: r.repository(),
-            object: format!("manifest {}", r.manifest_selector()),
-        };
-        let req = Req {
-            method: Method::GET,
-            path: format!("/v2/{}/manifests/{}", r.repository(), r.manifest_selector()),
-            accept: (!accept.is_empty()).then(|| accept.to_string()),
-            range_from: None,
-        };
-        let resp = self.send(&ctx, &req).await?;
-        if resp.status() != StatusCode::OK {
-            return Err(ctx.protocol(format!("unexpected status {}", resp.status())));
-        }
+        let (ctx, resp) = self.manifest_request(ep, r, accept, Method::GET).await?;
         let content_type = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -359,19 +345,21 @@ impl RegistryClient {
         .await
     }
 
-    async fn head_manifest_once(
+    /// `method` on the manifest of `r` at `ep`; anything but 200 is an error.
+    async fn manifest_request<'a>(
         &self,
-        ep: &Endpoint,
-        r: &Reference,
+        ep: &'a Endpoint,
+        r: &'a Reference,
         accept: &str,
-    ) -> Result<Option<Digest>, RegistryError> {
+        method: Method,
+    ) -> Result<(Ctx<'a>, reqwest::Response), RegistryError> {
         let ctx = Ctx {
             ep,
             repository: r.repository(),
             object: format!("manifest {}", r.manifest_selector()),
         };
         let req = Req {
-            method: Method::HEAD,
+            method,
             path: format!("/v2/{}/manifests/{}", r.repository(), r.manifest_selector()),
             accept: (!accept.is_empty()).then(|| accept.to_string()),
             range_from: None,
@@ -380,6 +368,16 @@ impl RegistryClient {
         if resp.status() != StatusCode::OK {
             return Err(ctx.protocol(format!("unexpected status {}", resp.status())));
         }
+        Ok((ctx, resp))
+    }
+
+    async fn head_manifest_once(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        accept: &str,
+    ) -> Result<Option<Digest>, RegistryError> {
+        let (_, resp) = self.manifest_request(ep, r, accept, Method::HEAD).await?;
         Ok(resp
             .headers()
             .get("docker-content-digest")
