@@ -1113,6 +1113,23 @@ pub(crate) fn print_log_record(
     }
 }
 
+/// Prints the records appended to a container's log from the end of `reader`'s snapshot,
+/// polling every `poll`, until the container has stopped (exit recorded, or removed) and
+/// everything was read.
+pub(crate) fn follow_until_stopped(
+    reader: LogReader,
+    paths: &ContainerPaths,
+    poll: Duration,
+    timestamps: bool,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    let (exit, dir) = (paths.exit(), paths.dir.clone());
+    for rec in reader.follow(poll, move || exit.exists() || !dir.exists()) {
+        print_log_record(&rec?, timestamps, prefix)?;
+    }
+    Ok(())
+}
+
 /// Prints one container's log (its last `tail` records, then following with `-f`), each line
 /// after `prefix`. Lines go out whole, so readers of several logs interleave by line.
 fn print_log(
@@ -1133,15 +1150,13 @@ fn print_log(
         emit(rec)?;
     }
     if args.follow {
-        let exit = paths.exit();
-        let dir = paths.dir.clone();
-        // Ends once the container has stopped (exit recorded or removed) and all is read.
-        let follow = reader.follow(Duration::from_millis(100), move || {
-            exit.exists() || !dir.exists()
-        });
-        for rec in follow {
-            emit(rec?)?;
-        }
+        follow_until_stopped(
+            reader,
+            paths,
+            Duration::from_millis(100),
+            args.timestamps,
+            prefix.unwrap_or_default(),
+        )?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 
 use super::admin::{one_line, or_dash, Format};
+use super::container::follow_until_stopped;
 use crate::api::client::{AdminClient, ClientError};
 use crate::config::AgentConfig;
 use crate::jobs::catalog::{self, humantime_short, to_timestamp};
@@ -289,21 +290,8 @@ fn stream_run(root: &Path, project: &str, service: &str, seq: u64) -> bool {
     if print_records(&reader, None, false).is_err() {
         return false;
     }
-    let (exit, container_dir) = (paths.exit(), paths.dir.clone());
-    // Ends once the container has exited (or was removed) and everything is read.
-    let follow = reader.follow(Duration::from_millis(20), move || {
-        exit.exists() || !container_dir.exists()
-    });
-    for rec in follow {
-        match rec {
-            Ok(rec) => {
-                if emit(&rec, false).is_err() {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
+    // A broken pipe or a log read error ends the streaming; the exit code still follows.
+    let _ = follow_until_stopped(reader, &paths, Duration::from_millis(20), false, "");
     true
 }
 
@@ -531,15 +519,13 @@ fn live_log(
         .with_context(|| format!("reading the log of run {}", record.seq))?;
     print_records(&reader, tail, args.timestamps)?;
     if args.follow {
-        let exit = paths.exit();
-        let dir = paths.dir.clone();
-        // Ends once the run's container has exited (or is gone) and everything is read.
-        let follow = reader.follow(Duration::from_millis(100), move || {
-            exit.exists() || !dir.exists()
-        });
-        for rec in follow {
-            emit(&rec?, args.timestamps)?;
-        }
+        follow_until_stopped(
+            reader,
+            &paths,
+            Duration::from_millis(100),
+            args.timestamps,
+            "",
+        )?;
     }
     Ok(0)
 }
