@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use dockmaster::jobs::{JobDir, JobInfo, RunRecord, RunResult, Trigger};
 use dockmaster::manifest::{load_project, LoadOptions, OsFiles};
-use dockmaster::reconcile::generations::{self, Generation, ServiceRecord, Status};
+use dockmaster::reconcile::generations::{self, Generation, Status};
 use dockmaster::schedule::{format_rfc3339, parse_time_zone, Schedule, Timestamp};
 
 use support::TempRoot;
@@ -56,20 +56,7 @@ fn deploy(root: &Path, dir: &Path, compose: &str) {
         revision: None,
         working_dir: d.project.working_dir.clone(),
         project: serde_json::to_value(&d.project).unwrap(),
-        services: d
-            .state
-            .services
-            .iter()
-            .map(|(k, s)| {
-                (
-                    k.clone(),
-                    ServiceRecord {
-                        hash: s.hash.clone(),
-                        inputs: s.inputs.clone(),
-                    },
-                )
-            })
-            .collect(),
+        services: dockmaster::reconcile::apply::service_records(&d),
     };
     generations::save(root, &d.project.name, &g).unwrap();
 }

@@ -204,6 +204,7 @@ pub fn run(
         root,
         config,
         &job.generation,
+        &job.loaded,
         &job.service,
         &name,
         &labels,

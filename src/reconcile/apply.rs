@@ -378,20 +378,7 @@ pub fn apply(
         revision: opts.revision.clone(),
         working_dir: d.project.working_dir.clone(),
         project: pinned_project_json(&d),
-        services: d
-            .state
-            .services
-            .iter()
-            .map(|(k, s)| {
-                (
-                    k.clone(),
-                    ServiceRecord {
-                        hash: s.hash.clone(),
-                        inputs: s.inputs.clone(),
-                    },
-                )
-            })
-            .collect(),
+        services: service_records(&d),
     };
     generations::save(root, &d.project.name, &generation)?;
     log(plan.to_string().trim_end().to_string());
@@ -455,6 +442,23 @@ fn kept_running(d: &Desired) -> BTreeSet<String> {
         .collect()
 }
 
+/// What a generation records of each service of `d`: its config hash and inputs.
+pub fn service_records(d: &Desired) -> BTreeMap<String, ServiceRecord> {
+    d.state
+        .services
+        .iter()
+        .map(|(k, s)| {
+            (
+                k.clone(),
+                ServiceRecord {
+                    hash: s.hash.clone(),
+                    inputs: s.inputs.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
 /// The project JSON with every service's image pinned to the digest it resolved to and env
 /// files dropped (their values are in `environment` already), so reloading it later gives the
 /// same containers.
@@ -482,7 +486,25 @@ fn recorded_desired(
     fetch: Fetch,
     log: &mut dyn FnMut(String),
 ) -> Result<Desired, ReconcileError> {
-    let project = load_recorded(generation)?;
+    recorded_desired_of(
+        root,
+        config,
+        generation,
+        load_recorded(generation)?,
+        fetch,
+        log,
+    )
+}
+
+/// [`recorded_desired`] for a project already loaded from `generation`.
+fn recorded_desired_of(
+    root: &Path,
+    config: &AgentConfig,
+    generation: &Generation,
+    project: Project,
+    fetch: Fetch,
+    log: &mut dyn FnMut(String),
+) -> Result<Desired, ReconcileError> {
     let files = crate::manifest::OsFiles;
     let images = images::resolve(root, config, &project, fetch, log)?;
     let mut d = desired(project, images, &files);
@@ -885,19 +907,28 @@ fn start(
 }
 
 /// Creates and starts a one-off container of `service` as recorded in `generation` (a job
-/// run): its pinned image (pulled again if it was removed), volumes and files, named `name`,
-/// with `labels` added and no restart policy (whoever runs it decides about retries).
-/// Returns the container's id.
+/// run; `project` is the generation's project as [`load_recorded`] gives it): its pinned image
+/// (pulled again if it was removed), volumes and files, named `name`, with `labels` added and
+/// no restart policy (whoever runs it decides about retries). Returns the container's id.
+#[allow(clippy::too_many_arguments)]
 pub fn start_one_off(
     root: &Path,
     config: &AgentConfig,
     generation: &Generation,
+    project: &Project,
     service: &str,
     name: &str,
     labels: &BTreeMap<String, String>,
     log: &mut dyn FnMut(String),
 ) -> Result<String, ReconcileError> {
-    let d = recorded_desired(root, config, generation, Fetch::AsPolicy, log)?;
+    let d = recorded_desired_of(
+        root,
+        config,
+        generation,
+        project.clone(),
+        Fetch::AsPolicy,
+        log,
+    )?;
     if !d.project.services.contains_key(service) {
         return Err(ReconcileError::Container {
             service: service.to_string(),
