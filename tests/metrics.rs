@@ -66,8 +66,20 @@ fn touch_everything(m: &Metrics) {
     }
     m.job_known("p", "backup");
     let at = Duration::from_secs(1_700_000_000);
-    m.job_run_finished("p", "backup", "succeeded", Duration::from_secs(42), at);
-    m.job_run_finished("p", "backup", "timeout", Duration::from_secs(60), at);
+    m.job_run_finished(
+        "p",
+        "backup",
+        dockmaster::jobs::RunResult::Succeeded,
+        Duration::from_secs(42),
+        at,
+    );
+    m.job_run_finished(
+        "p",
+        "backup",
+        dockmaster::jobs::RunResult::Timeout,
+        Duration::from_secs(60),
+        at,
+    );
     m.job_run_skipped("p", "backup");
 }
 

@@ -529,7 +529,7 @@ impl<L: Launcher> Scheduler<L> {
             m.job_run_finished(
                 &f.project,
                 &f.service,
-                f.result.as_str(),
+                f.result,
                 f.duration,
                 to_system_time(now)
                     .duration_since(SystemTime::UNIX_EPOCH)

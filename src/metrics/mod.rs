@@ -658,7 +658,7 @@ impl Metrics {
         &self,
         project: &str,
         service: &str,
-        result: &str,
+        result: crate::jobs::RunResult,
         duration: Duration,
         at: Duration,
     ) {
@@ -667,24 +667,18 @@ impl Metrics {
             .jobs
             .insert((project.to_string(), service.to_string()));
         self.job_runs
-            .get_or_create(&job_result_labels(project, service, result))
+            .get_or_create(&job_result_labels(project, service, result.as_str()))
             .inc();
         let labels = service_labels(project, service);
         let at = saturate(at.as_secs());
-        match result {
-            "succeeded" => {
-                self.job_last_success.get_or_create(&labels).set(at);
-            }
-            "failed" | "timeout" | "lost" => {
-                self.job_last_failure.get_or_create(&labels).set(at);
-            }
-            _ => {}
+        if result == crate::jobs::RunResult::Succeeded {
+            self.job_last_success.get_or_create(&labels).set(at);
+        } else if result.is_failure() {
+            self.job_last_failure.get_or_create(&labels).set(at);
         }
-        if result != "skipped" {
-            self.job_duration
-                .get_or_create(&labels)
-                .observe(duration.as_secs_f64());
-        }
+        self.job_duration
+            .get_or_create(&labels)
+            .observe(duration.as_secs_f64());
     }
 
     /// A fire time of a job was skipped: its previous run was still going.
@@ -1035,7 +1029,7 @@ mod tests {
         m.job_run_finished(
             "shop",
             "backup",
-            "failed",
+            crate::jobs::RunResult::Failed,
             Duration::from_secs(3),
             Duration::from_secs(1_700_000_000),
         );
