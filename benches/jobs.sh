@@ -37,19 +37,13 @@ BIN=$PWD/target/release/dockmaster
 WORK=$(mktemp -d /var/tmp/dm-jobbench.XXXXXX)
 DM="$BIN --root $WORK/dm"
 PM="/usr/bin/podman --cgroup-manager cgroupfs --events-backend none --root $WORK/pm/root --runroot $WORK/pm/run --tmpdir $WORK/pm/tmp --storage-driver overlay"
-PODMAN_CGROUP_WAS_THERE=$([ -d /sys/fs/cgroup/memory/libpod_parent ] && echo 1 || echo 0)
+. benches/podman_ns.sh
 export DOCKMASTER_CONFIG=$WORK/none.yaml
 echo "{}" > "$DOCKMASTER_CONFIG"
 CROND=
 AGENT=
 
-# The private mount namespace podman needs on this host (see benches/runtime.sh).
-NS_SETUP='for d in /var/lib /run/crun /run/libpod /run/containers; do
-    if [ -d "$d" ]; then mount -t tmpfs dm-bench "$d"; fi
-  done
-  ! mountpoint -q /sys/fs/cgroup/unified || umount /sys/fs/cgroup/unified
-  export HOME="$WORK/pm" XDG_CONFIG_HOME="$WORK/pm/xdg" REGISTRY_AUTH_FILE="$WORK/pm/auth.json"'
-in_ns() { unshare --mount --propagation private sh -euc "$NS_SETUP; eval \"\$1\"" in_ns "$1"; }
+in_ns() { unshare --mount --propagation private sh -euc "$PODMAN_NS_SETUP; eval \"\$1\"" in_ns "$1"; }
 export WORK
 
 cleanup() {
@@ -61,10 +55,7 @@ cleanup() {
     [ -d "$d" ] && $DM rm -f "$(basename "$d")" >/dev/null 2>&1
   done
   [ ! -d "$WORK/pm/root" ] || in_ns "$PM rm -a -f; $PM rmi -a -f" >/dev/null 2>&1
-  for h in /sys/fs/cgroup/*/; do
-    [ "$PODMAN_CGROUP_WAS_THERE" = 0 ] && [ -d "${h}libpod_parent" ] &&
-      rmdir "${h}libpod_parent/conmon" "${h}libpod_parent" 2>/dev/null
-  done
+  podman_cgroups_cleanup
   findmnt -rn -o TARGET | grep -F "$WORK" | sort -r | while read -r m; do umount -l "$m"; done
   rm -rf "$WORK"
 }
@@ -137,7 +128,7 @@ T0=$(cpu_ticks "$AGENT")
 cat > "$WORK/crontabs/root" <<CRON
 */2 * * * * PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=$WORK/pm XDG_CONFIG_HOME=$WORK/pm/xdg $PM run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 -v $WORK/stamps-pm:/out $IMAGE mktemp -p /out >>$WORK/cron.log 2>&1
 CRON
-setsid unshare --mount --propagation private sh -euc "$NS_SETUP; exec busybox crond -f -L $WORK/crond.log -c $WORK/crontabs" &
+setsid unshare --mount --propagation private sh -euc "$PODMAN_NS_SETUP; exec busybox crond -f -L $WORK/crond.log -c $WORK/crontabs" &
 CROND=$!
 sleep $((MINUTES * 60 + 5))
 T1=$(cpu_ticks "$AGENT")

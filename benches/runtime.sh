@@ -39,9 +39,7 @@ PM="$PODMAN --root $WORK/pm/root --runroot $WORK/pm/run --tmpdir $WORK/pm/tmp --
 PMV="$PODMAN --root $WORK/pmv/root --runroot $WORK/pmv/run --tmpdir $WORK/pmv/tmp --storage-driver vfs"
 PM_RUN="run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 $IMAGE /bin/true"
 CRUN_ID=dm-bench-$$
-# podman (cgroupfs manager) leaves libpod_parent/conmon in every v1 hierarchy: removed at the
-# end unless it was there before.
-PODMAN_CGROUP_WAS_THERE=$([ -d /sys/fs/cgroup/memory/libpod_parent ] && echo 1 || echo 0)
+. benches/podman_ns.sh
 
 # Long steps run as their own process group (setsid) in the background, so that a TERM or
 # INT to this script stops them at once instead of after they finish (bash defers traps while
@@ -56,13 +54,7 @@ step() {
 
 # Runs a shell script in the benchmark's private mount namespace (see the top).
 in_ns() {
-  step unshare --mount --propagation private sh -euc '
-    for d in /var/lib /run/crun /run/libpod /run/containers; do
-      if [ -d "$d" ]; then mount -t tmpfs dm-bench "$d"; fi
-    done
-    ! mountpoint -q /sys/fs/cgroup/unified || umount /sys/fs/cgroup/unified
-    export HOME="$WORK/pm" XDG_CONFIG_HOME="$WORK/pm/xdg" REGISTRY_AUTH_FILE="$WORK/pm/auth.json"
-    eval "$1"' in_ns "$1"
+  step unshare --mount --propagation private sh -euc "$PODMAN_NS_SETUP; eval \"\$1\"" in_ns "$1"
 }
 export WORK
 
@@ -84,9 +76,8 @@ cleanup() {
   fi
   for h in /sys/fs/cgroup/*/; do
     [ -d "$h$CRUN_ID" ] && rmdir "$h$CRUN_ID"
-    [ "$PODMAN_CGROUP_WAS_THERE" = 0 ] && [ -d "${h}libpod_parent" ] &&
-      rmdir "${h}libpod_parent/conmon" "${h}libpod_parent" 2>/dev/null
   done
+  podman_cgroups_cleanup
   # Nothing should be mounted below WORK any more; never let rm -rf cross a mount.
   findmnt -rn -o TARGET | grep -F "$WORK" | sort -r | while read -r m; do umount -l "$m"; done
   rm -rf "$WORK"
